@@ -1,0 +1,18 @@
+//! Why a publish did not become durable.
+
+/// A publish the broker did not confirm as stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to the broker right now.
+    #[error("not connected to the broker")]
+    NotConnected,
+    /// The broker refused the message (nack).
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    /// No queue was bound to take the message (mandatory publish returned).
+    #[error("the broker returned the message as unroutable: {0}")]
+    Returned(String),
+    /// The channel or connection failed before the confirm arrived.
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}

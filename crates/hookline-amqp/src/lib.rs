@@ -1,0 +1,14 @@
+//! hookline's RabbitMQ side: one supervised connection per process role, the topology of
+//! CONTRACT section 5, and publishing that waits for the broker's confirm.
+
+mod broker;
+mod error;
+pub mod headers;
+mod session;
+mod topology;
+
+pub use broker::{Broker, BrokerOptions, parse_url};
+pub use error::PublishError;
+pub use lapin;
+pub use session::{Pending, Session};
+pub use topology::Topology;

@@ -1,0 +1,154 @@
+//! One live connection with a small pool of confirm-mode channels; many publishes are in
+//! flight on each channel at once, so no caller waits behind another's confirm.
+
+use crate::error::PublishError;
+use crate::topology::Topology;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::uri::AMQPUri;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// AMQP delivery mode 2: written to disk by the broker.
+const PERSISTENT: u8 = 2;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A connected broker session (cheap to clone).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    connection: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Session {
+    /// Connects, declares the topology and opens `pool` confirm channels.
+    pub(crate) async fn open(
+        uri: AMQPUri,
+        name: &str,
+        pool: usize,
+        topology: &Topology,
+    ) -> lapin::Result<Session> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connection = Connection::connect_uri(uri, properties).await?;
+        let setup = connection.create_channel().await?;
+        topology.declare(&setup).await?;
+        setup.close(200, "topology declared".into()).await?;
+        let mut channels = Vec::with_capacity(pool);
+        for _ in 0..pool.max(1) {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channels.push(channel);
+        }
+        Ok(Session {
+            inner: Arc::new(Inner {
+                id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+                connection,
+                channels,
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Identifies this session among reconnects.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.inner.connection
+    }
+
+    /// Whether the connection is still up.
+    pub fn is_alive(&self) -> bool {
+        self.inner.connection.status().connected()
+    }
+
+    /// Opens a fresh channel (e.g. for a consumer).
+    pub async fn create_channel(&self) -> lapin::Result<Channel> {
+        self.inner.connection.create_channel().await
+    }
+
+    /// Publishes one persistent message and waits for the broker's confirm.
+    ///
+    /// With `mandatory`, an unroutable message is returned by the broker and reported
+    /// as [`PublishError::Returned`]: acked but not stored anywhere, so not durable.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.channels.len();
+        self.send(index, exchange, routing_key, body, properties, mandatory)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// Sends on channel `lane` (modulo the pool) without waiting for the confirm; messages
+    /// sent on one lane one after another keep their order.
+    pub async fn send(
+        &self,
+        lane: usize,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<Pending, PublishError> {
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = self.inner.channels[lane % self.inner.channels.len()]
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                // Every hookline message must survive a broker restart.
+                properties.with_delivery_mode(PERSISTENT),
+            )
+            .await?;
+        Ok(Pending(confirm))
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        let _ = self
+            .inner
+            .connection
+            .close(200, "shutting down".into())
+            .await;
+    }
+}
+
+/// A sent message whose confirm has not arrived yet.
+pub struct Pending(PublisherConfirm);
+
+impl Pending {
+    /// Waits for the broker's confirm; see [`Session::publish`] for what counts as stored.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        match self.0.await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => {
+                Err(PublishError::Returned(returned.reply_text.to_string()))
+            }
+            Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked),
+        }
+    }
+}

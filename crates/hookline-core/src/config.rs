@@ -1,0 +1,665 @@
+//! hookline's configuration: built-in defaults, then the TOML file, then
+//! `HOOKLINE__<SECTION>__<KEY>` environment variables, then validation that names the
+//! file and the key at fault.
+
+use crate::provider::{self, Provider};
+use crate::secret::Secret;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[ingress]`: the HTTP side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngressConfig {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// A delivery the broker has not confirmed by then goes to the spool.
+    pub ack_deadline_ms: u64,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            max_body_bytes: 262_144,
+            ack_deadline_ms: 800,
+        }
+    }
+}
+
+impl IngressConfig {
+    /// `ack_deadline_ms` as a duration.
+    pub fn ack_deadline(&self) -> Duration {
+        Duration::from_millis(self.ack_deadline_ms)
+    }
+}
+
+/// `[amqp]`: where RabbitMQ is and how hookline names things there.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// AMQP URI; it may carry a password, so `Debug` hides it.
+    pub url: String,
+    /// Prefix of every queue and exchange name.
+    pub prefix: String,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "hookline".into(),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &"[redacted]")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// `[storage]`: local state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Holds `spool/` (ingress) and `processed/` (worker).
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { dir: "data".into() }
+    }
+}
+
+impl StorageConfig {
+    /// Where the ingress spools deliveries the broker could not take.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+
+    /// Where the worker keeps processed event ids.
+    pub fn processed_dir(&self) -> PathBuf {
+        self.dir.join("processed")
+    }
+}
+
+/// `[worker]`: consuming and publishing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Deliveries in flight per worker.
+    pub prefetch: u16,
+    /// Failed processing attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// Processed ids older than this are pruned.
+    pub retention_days: u32,
+    /// Address of the worker's `/metrics` and `/healthz`.
+    pub metrics_listen: SocketAddr,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            prefetch: 256,
+            max_attempts: 5,
+            retention_days: 7,
+            metrics_listen: ([0, 0, 0, 0], 9091).into(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// `retention_days` as a duration.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
+}
+
+/// `[[sources]]` as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    provider: String,
+    secrets: Option<Vec<Secret>>,
+    secret_env: Option<String>,
+}
+
+/// `[[subscriptions]]`: a durable queue the worker declares and binds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// Queue name (used as is, without the prefix).
+    pub queue: String,
+    /// Topic patterns bound on `<prefix>.events`.
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    ingress: IngressConfig,
+    amqp: AmqpConfig,
+    storage: StorageConfig,
+    worker: WorkerConfig,
+    sources: Vec<RawSource>,
+    subscriptions: Vec<Subscription>,
+}
+
+/// One validated endpoint: `POST /webhooks/<name>`.
+#[derive(Clone)]
+pub struct SourceSpec {
+    /// Endpoint name (`[a-z0-9_-]+`).
+    pub name: String,
+    /// The provider that signs and shapes its deliveries.
+    pub provider: &'static dyn Provider,
+    /// Every accepted secret (rotation).
+    pub secrets: Vec<Secret>,
+}
+
+impl fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("name", &self.name)
+            .field("provider", &self.provider.name())
+            .field("secrets", &self.secrets)
+            .finish()
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[ingress]`.
+    pub ingress: IngressConfig,
+    /// `[amqp]`.
+    pub amqp: AmqpConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[worker]`.
+    pub worker: WorkerConfig,
+    /// `[[sources]]`.
+    pub sources: Vec<SourceSpec>,
+    /// `[[subscriptions]]`.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the bad value came from: the file, or the environment variables.
+    pub origin: String,
+    /// The key at fault, e.g. `sources[1].name`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+/// Everything wrong with a configuration; each line names the file (or variable) and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems found, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(Problem::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+const ENV_PREFIX: &str = "HOOKLINE__";
+const ENV_ORIGIN: &str = "environment (HOOKLINE__<SECTION>__<KEY>)";
+
+impl Config {
+    /// Reads `path` and the process environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError {
+                problems: vec![Problem {
+                    origin,
+                    key: String::new(),
+                    message: "config file not found (set --config or HOOKLINE_CONFIG)".into(),
+                }],
+            });
+        }
+        let figment = Figment::from(Serialized::defaults(Defaults::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| figment_problems(e, &origin))?;
+        validate(raw, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Looks a source up by name.
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// The defaults as a figment layer, so env overrides of a section absent from the file work.
+#[derive(Default, Serialize)]
+struct Defaults {
+    ingress: IngressConfig,
+    amqp: AmqpConfig,
+    storage: StorageConfig,
+    worker: WorkerConfig,
+}
+
+fn figment_problems(error: figment::Error, file: &str) -> ConfigError {
+    let problems = error
+        .into_iter()
+        .map(|e| {
+            let origin = match e.metadata.as_ref() {
+                Some(m) if m.name.contains(ENV_PREFIX) => ENV_ORIGIN.to_owned(),
+                _ => file.to_owned(),
+            };
+            Problem {
+                origin,
+                key: e.path.join("."),
+                message: e.kind.to_string(),
+            }
+        })
+        .collect();
+    ConfigError { problems }
+}
+
+fn validate(
+    raw: RawConfig,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| {
+        problems.push(Problem {
+            origin: origin.clone(),
+            key,
+            message,
+        })
+    };
+
+    if raw.ingress.max_body_bytes == 0 {
+        problem(
+            "ingress.max_body_bytes".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if raw.ingress.ack_deadline_ms == 0 {
+        problem(
+            "ingress.ack_deadline_ms".into(),
+            "must be greater than 0".into(),
+        );
+    }
+    if raw.amqp.prefix.is_empty() {
+        problem("amqp.prefix".into(), "must not be empty".into());
+    }
+    if !(raw.amqp.url.starts_with("amqp://") || raw.amqp.url.starts_with("amqps://")) {
+        problem(
+            "amqp.url".into(),
+            "must start with amqp:// or amqps://".into(),
+        );
+    }
+    if raw.worker.prefetch == 0 {
+        problem("worker.prefetch".into(), "must be at least 1".into());
+    }
+    if raw.worker.max_attempts == 0 {
+        problem("worker.max_attempts".into(), "must be at least 1".into());
+    }
+    if raw.worker.retention_days == 0 {
+        problem("worker.retention_days".into(), "must be at least 1".into());
+    }
+
+    let mut sources: Vec<SourceSpec> = Vec::new();
+    for (i, source) in raw.sources.into_iter().enumerate() {
+        let at = |key: &str| format!("sources[{i}].{key}");
+        if !is_source_name(&source.name) {
+            problem(
+                at("name"),
+                format!("{:?} must match [a-z0-9_-]+", source.name),
+            );
+        } else if sources.iter().any(|s| s.name == source.name) {
+            problem(
+                at("name"),
+                format!("duplicate source name {:?}", source.name),
+            );
+        }
+        let Some(provider) = provider::find(&source.provider) else {
+            problem(
+                at("provider"),
+                format!(
+                    "unknown provider {:?} (expected one of: {})",
+                    source.provider,
+                    provider::names().join(", ")
+                ),
+            );
+            continue;
+        };
+        let (secrets, key) = match (source.secrets, source.secret_env) {
+            (Some(_), Some(_)) => {
+                problem(
+                    format!("sources[{i}]"),
+                    "set either `secrets` or `secret_env`, not both".into(),
+                );
+                continue;
+            }
+            (Some(list), None) => (list, at("secrets")),
+            (None, Some(var)) => match env(&var) {
+                Some(value) => (
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(Secret::new)
+                        .collect(),
+                    format!("{} (environment variable {var})", at("secret_env")),
+                ),
+                None => {
+                    problem(
+                        at("secret_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                    continue;
+                }
+            },
+            (None, None) => {
+                problem(
+                    format!("sources[{i}]"),
+                    format!(
+                        "source {:?} has no secret: set `secrets` or `secret_env`",
+                        source.name
+                    ),
+                );
+                continue;
+            }
+        };
+        if secrets.is_empty() {
+            problem(key.clone(), "no secret given".into());
+        }
+        for (j, secret) in secrets.iter().enumerate() {
+            let len = secret.char_len();
+            if len < provider.min_secret_len() {
+                problem(
+                    format!("{key}[{j}]"),
+                    format!(
+                        "{} secrets must be at least {} characters (this one has {len})",
+                        provider.name(),
+                        provider.min_secret_len()
+                    ),
+                );
+            }
+        }
+        sources.push(SourceSpec {
+            name: source.name,
+            provider,
+            secrets,
+        });
+    }
+
+    for (i, sub) in raw.subscriptions.iter().enumerate() {
+        if sub.queue.is_empty() {
+            problem(
+                format!("subscriptions[{i}].queue"),
+                "must not be empty".into(),
+            );
+        }
+        if sub.patterns.is_empty() || sub.patterns.iter().any(String::is_empty) {
+            problem(
+                format!("subscriptions[{i}].patterns"),
+                "needs at least one non-empty pattern".into(),
+            );
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Config {
+        path: path.to_owned(),
+        ingress: raw.ingress,
+        amqp: raw.amqp,
+        storage: raw.storage,
+        worker: raw.worker,
+        sources,
+        subscriptions: raw.subscriptions,
+    })
+}
+
+fn is_source_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+// figment's Jail closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const ASELLO_SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn load(jail: &mut Jail, toml: &str) -> Result<Config, ConfigError> {
+        jail.create_file("hookline.toml", toml).unwrap();
+        Config::load(Path::new("hookline.toml"))
+    }
+
+    fn problems(toml: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        Jail::expect_with(|jail| {
+            out = load(jail, toml)
+                .unwrap_err()
+                .problems
+                .iter()
+                .map(Problem::to_string)
+                .collect();
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        Jail::expect_with(|jail| {
+            let config = load(jail, "").unwrap();
+            assert_eq!(config.ingress, IngressConfig::default());
+            assert_eq!(config.ingress.listen.to_string(), "0.0.0.0:8080");
+            assert_eq!(config.ingress.max_body_bytes, 262_144);
+            assert_eq!(config.ingress.ack_deadline_ms, 800);
+            assert_eq!(config.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+            assert_eq!(config.amqp.prefix, "hookline");
+            assert_eq!(config.storage.dir, PathBuf::from("data"));
+            assert_eq!(config.worker.prefetch, 256);
+            assert_eq!(config.worker.max_attempts, 5);
+            assert_eq!(config.worker.retention_days, 7);
+            assert_eq!(config.worker.metrics_listen.to_string(), "0.0.0.0:9091");
+            assert!(config.sources.is_empty() && config.subscriptions.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn full_file_with_env_overrides() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE__AMQP__URL", "amqp://u:p@broker:5672/%2f");
+            jail.set_env("HOOKLINE__WORKER__PREFETCH", "32");
+            jail.set_env("HOOKLINE__INGRESS__LISTEN", "127.0.0.1:9000");
+            jail.set_env("AISLE_SECRETS", " one , two ,");
+            let config = load(
+                jail,
+                &format!(
+                    r#"
+                    [amqp]
+                    prefix = "hl"
+                    [[sources]]
+                    name = "aisle"
+                    provider = "aisle"
+                    secret_env = "AISLE_SECRETS"
+                    [[sources]]
+                    name = "shop-1"
+                    provider = "asello"
+                    secrets = ["{ASELLO_SECRET}"]
+                    [[subscriptions]]
+                    queue = "billing"
+                    patterns = ["*.payment.*", "auraconnect.order.#"]
+                    "#
+                ),
+            )
+            .unwrap();
+            assert_eq!(config.amqp.url, "amqp://u:p@broker:5672/%2f");
+            assert_eq!(config.amqp.prefix, "hl");
+            assert_eq!(config.worker.prefetch, 32);
+            assert_eq!(config.ingress.listen.to_string(), "127.0.0.1:9000");
+            let aisle = config.source("aisle").unwrap();
+            assert_eq!(aisle.secrets, [Secret::new("one"), Secret::new("two")]);
+            assert_eq!(config.source("shop-1").unwrap().provider.name(), "asello");
+            assert_eq!(config.subscriptions[0].patterns.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn each_rule_names_file_and_key() {
+        let cases = [
+            (
+                r#"[[sources]]
+                name = "a"
+                provider = "stripe"
+                secrets = ["x"]"#,
+                r#"hookline.toml: sources[0].provider: unknown provider "stripe""#,
+            ),
+            (
+                r#"[[sources]]
+                name = "a"
+                provider = "aisle"
+                secrets = ["x"]
+                [[sources]]
+                name = "a"
+                provider = "inline"
+                secrets = ["y"]"#,
+                r#"hookline.toml: sources[1].name: duplicate source name "a""#,
+            ),
+            (
+                r#"[[sources]]
+                name = "a"
+                provider = "aisle""#,
+                r#"hookline.toml: sources[0]: source "a" has no secret"#,
+            ),
+            (
+                r#"[[sources]]
+                name = "a"
+                provider = "aisle"
+                secrets = []"#,
+                "hookline.toml: sources[0].secrets: no secret given",
+            ),
+            (
+                r#"[[sources]]
+                name = "shop"
+                provider = "asello"
+                secrets = ["short-secret"]"#,
+                "hookline.toml: sources[0].secrets[0]: asello secrets must be at least 32 characters (this one has 12)",
+            ),
+            (
+                r#"[[sources]]
+                name = "Front Door"
+                provider = "aisle"
+                secrets = ["x"]"#,
+                r#"hookline.toml: sources[0].name: "Front Door" must match [a-z0-9_-]+"#,
+            ),
+            (
+                r#"[[sources]]
+                name = "a"
+                provider = "aisle"
+                secret_env = "HOOKLINE_TEST_UNSET_VAR""#,
+                "hookline.toml: sources[0].secret_env: environment variable HOOKLINE_TEST_UNSET_VAR is not set",
+            ),
+            (
+                "[worker]\nprefetch = \"many\"",
+                "hookline.toml: worker.prefetch: invalid type",
+            ),
+            (
+                "[ingress]\nlisten = \"nowhere\"",
+                "hookline.toml: ingress.listen:",
+            ),
+            (
+                "[ingres]\nlisten = \"x\"",
+                "hookline.toml: ingres: unknown field",
+            ),
+            (
+                "[worker]\nmax_attempts = 0",
+                "hookline.toml: worker.max_attempts: must be at least 1",
+            ),
+            ("not toml", "hookline.toml: "),
+        ];
+        for (toml, expected) in cases {
+            let found = problems(toml);
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "expected a problem starting with {expected:?}, got {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let found = problems(
+            r#"[[sources]]
+            name = "shop"
+            provider = "asello"
+            secrets = ["super-secret-value"]"#,
+        );
+        assert!(
+            found.iter().all(|p| !p.contains("super-secret-value")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn env_errors_name_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HOOKLINE__WORKER__PREFETCH", "lots");
+            let err = load(jail, "").unwrap_err();
+            assert!(err.to_string().contains(ENV_ORIGIN), "{err}");
+            assert!(err.to_string().contains("worker.prefetch"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let err = Config::load(Path::new("/nonexistent/hookline.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/hookline.toml: config file not found")
+        );
+    }
+}

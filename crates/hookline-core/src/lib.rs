@@ -1,0 +1,16 @@
+//! hookline's pure logic: configuration, providers, signatures, canonical JSON and the
+//! normalized event envelope. Nothing here touches the network.
+
+pub mod canonical_json;
+pub mod config;
+pub mod delivery;
+pub mod envelope;
+pub mod provider;
+pub mod secret;
+pub mod signature;
+
+pub use config::{Config, ConfigError, SourceSpec, Subscription};
+pub use delivery::{DeliveryMeta, Rejection, VerifiedDelivery};
+pub use envelope::{Envelope, normalize_delivery};
+pub use provider::{Provider, ProviderEvent};
+pub use secret::Secret;

@@ -1,0 +1,139 @@
+//! asello (documents, receipts, invoices, orders): `sha256=<HEX>` over the raw body;
+//! batches in `notifications`; answers `GET ?echo=X` health checks.
+
+use super::fields::{Malformed, in_element, required_array, required_key, required_str};
+use super::{Provider, ProviderEvent};
+use crate::secret::Secret;
+use crate::signature::raw_body_sha256_hex;
+use serde_json::Value;
+
+/// asello's webhooks.
+pub(crate) struct Asello;
+
+impl Provider for Asello {
+    fn name(&self) -> &'static str {
+        "asello"
+    }
+
+    fn signature_header(&self) -> &'static str {
+        "signature"
+    }
+
+    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
+        raw_body_sha256_hex(signature, body, secrets)
+    }
+
+    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+        let delivery = required_key(body, "id")?;
+        required_array(body, "notifications")?
+            .iter()
+            .enumerate()
+            .map(|(i, note)| {
+                let action =
+                    required_str(note, "action").map_err(|e| in_element("notifications", i, e))?;
+                let note_id =
+                    required_key(note, "id").map_err(|e| in_element("notifications", i, e))?;
+                Ok(ProviderEvent {
+                    key: format!("{delivery}:{action}:{note_id}"),
+                    provider_type: action.to_owned(),
+                    occurred_at: None,
+                    data: note.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn type_separator(&self) -> Option<char> {
+        None
+    }
+
+    fn min_secret_len(&self) -> usize {
+        32
+    }
+
+    fn answers_echo(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::test_support::{assert_malformed, json};
+    use crate::signature::{Algorithm, sign_hex};
+
+    const SECRET: &str = "test-example-secret-with-minimum-length-32-chars";
+    /// The documented example body.
+    const BODY: &str = r#"{
+  "id": "642f2a88afc54fb5b3dc5e93a48dad6a",
+  "attempt": 1,
+  "properties": {},
+  "notifications": [
+    {
+      "action": "document.created",
+      "id": 9420657
+    }
+  ]
+}"#;
+
+    #[test]
+    fn verifies_upper_case_hex_as_documented() {
+        let hex = sign_hex(Algorithm::Sha256, SECRET.as_bytes(), BODY.as_bytes()).to_uppercase();
+        let secrets = [Secret::new(SECRET)];
+        assert!(Asello.verify(&format!("sha256={hex}"), BODY.as_bytes(), &secrets));
+        assert!(Asello.verify(
+            &format!("sha256={}", hex.to_lowercase()),
+            BODY.as_bytes(),
+            &secrets
+        ));
+        assert!(!Asello.verify(&format!("sha256={}", &hex[..60]), BODY.as_bytes(), &secrets));
+        assert!(!Asello.verify(
+            &format!("sha256={hex}"),
+            BODY.replace('1', "2").as_bytes(),
+            &secrets
+        ));
+        let rotated = [Secret::new("x".repeat(32)), Secret::new(SECRET)];
+        assert!(Asello.verify(&format!("sha256={hex}"), BODY.as_bytes(), &rotated));
+    }
+
+    #[test]
+    fn documented_example_becomes_one_event_per_notification() {
+        let events = Asello.events(&json(BODY)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].key,
+            "642f2a88afc54fb5b3dc5e93a48dad6a:document.created:9420657"
+        );
+        assert_eq!(events[0].provider_type, "document.created");
+        assert_eq!(
+            events[0].data,
+            json(r#"{"action":"document.created","id":9420657}"#)
+        );
+        let two = BODY.replace(
+            r#""id": 9420657"#,
+            r#""id": 9420657}, {"action":"receipt.updated","id":"r-1""#,
+        );
+        let events = Asello.events(&json(&two)).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].key,
+            "642f2a88afc54fb5b3dc5e93a48dad6a:receipt.updated:r-1"
+        );
+    }
+
+    #[test]
+    fn required_fields() {
+        assert_malformed(&Asello, r#"{"notifications":[]}"#, "`id`");
+        assert_malformed(&Asello, r#"{"id":"a"}"#, "`notifications`");
+        assert_malformed(
+            &Asello,
+            r#"{"id":"a","notifications":[{"id":1}]}"#,
+            "notifications[0]",
+        );
+        assert_malformed(
+            &Asello,
+            r#"{"id":"a","notifications":[{"action":"x.y"}]}"#,
+            "`id`",
+        );
+    }
+}

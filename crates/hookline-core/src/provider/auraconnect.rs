@@ -1,0 +1,112 @@
+//! AuraConnect (orders, payments, inventory, staff, POS): `sha256=<hex>` over the raw body.
+
+use super::fields::{member_or_null, optional_str, required_key, required_str};
+use super::{Malformed, Provider, ProviderEvent};
+use crate::secret::Secret;
+use crate::signature::raw_body_sha256_hex;
+use serde_json::Value;
+
+/// AuraConnect's webhooks.
+pub(crate) struct AuraConnect;
+
+impl Provider for AuraConnect {
+    fn name(&self) -> &'static str {
+        "auraconnect"
+    }
+
+    fn signature_header(&self) -> &'static str {
+        "x-auraconnect-signature"
+    }
+
+    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
+        raw_body_sha256_hex(signature, body, secrets)
+    }
+
+    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+        Ok(vec![ProviderEvent {
+            key: required_key(body, "id")?,
+            provider_type: required_str(body, "type")?.to_owned(),
+            occurred_at: optional_str(body, "created"),
+            data: member_or_null(body, "data"),
+        }])
+    }
+
+    fn type_separator(&self) -> Option<char> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::test_support::{assert_malformed, json};
+    use crate::signature::{Algorithm, sign_hex};
+
+    const SECRET: &str = "your-webhook-secret";
+
+    /// Documented examples: (body, type).
+    const EXAMPLES: &[(&str, &str)] = &[
+        (
+            r#"{"id":"evt_123","type":"order.created","created":"2025-08-08T10:00:00Z","data":{"object":{"id":1001,"order_number":"ORD-2025-001","total_amount":45.99}}}"#,
+            "order.created",
+        ),
+        (
+            r#"{"id":"evt_126","type":"payment.completed","created":"2025-08-08T10:21:00Z","data":{"object":{"id":2001,"amount":45.99}}}"#,
+            "payment.completed",
+        ),
+        (
+            r#"{"id":"evt_128","type":"inventory.low_stock","created":"2025-08-08T12:00:00Z","data":{"object":{"item_id":301,"current_quantity":5.0}}}"#,
+            "inventory.low_stock",
+        ),
+        (
+            r#"{"id":"evt_130","type":"staff.clocked_in","created":"2025-08-08T08:00:00Z","data":{"object":{"staff_id":101}}}"#,
+            "staff.clocked_in",
+        ),
+        (
+            r#"{"id":"evt_133","type":"pos.sync_failed","created":"2025-08-08T13:01:00Z","data":{"object":{"sync_id":"sync_457"}}}"#,
+            "pos.sync_failed",
+        ),
+    ];
+
+    #[test]
+    fn documented_examples_verify_and_parse() {
+        let secrets = [Secret::new(SECRET)];
+        for (body, kind) in EXAMPLES {
+            let hex = sign_hex(Algorithm::Sha256, SECRET.as_bytes(), body.as_bytes());
+            assert!(AuraConnect.verify(&format!("sha256={hex}"), body.as_bytes(), &secrets));
+            assert!(
+                AuraConnect.verify(&hex, body.as_bytes(), &secrets),
+                "bare hex"
+            );
+            assert!(!AuraConnect.verify(
+                &format!("sha256={}", &hex[..63]),
+                body.as_bytes(),
+                &secrets
+            ));
+            let tampered = body.replace("evt_", "evt-");
+            assert!(!AuraConnect.verify(&format!("sha256={hex}"), tampered.as_bytes(), &secrets));
+            let events = AuraConnect.events(&json(body)).unwrap();
+            assert_eq!(events[0].provider_type, *kind);
+            assert_eq!(events[0].key, json(body)["id"].as_str().unwrap());
+            assert_eq!(
+                events[0].occurred_at.as_deref(),
+                json(body)["created"].as_str()
+            );
+            assert_eq!(events[0].data, json(body)["data"]);
+        }
+    }
+
+    #[test]
+    fn rotation() {
+        let body = EXAMPLES[0].0.as_bytes();
+        let hex = sign_hex(Algorithm::Sha256, b"new-secret", body);
+        let secrets = [Secret::new(SECRET), Secret::new("new-secret")];
+        assert!(AuraConnect.verify(&format!("sha256={hex}"), body, &secrets));
+    }
+
+    #[test]
+    fn required_fields() {
+        assert_malformed(&AuraConnect, r#"{"type":"order.created"}"#, "`id`");
+        assert_malformed(&AuraConnect, r#"{"id":"evt_1"}"#, "`type`");
+    }
+}

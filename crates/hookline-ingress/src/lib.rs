@@ -1,0 +1,87 @@
+//! hookline's HTTP ingress: verify each delivery, make it durable (broker confirm or
+//! fsynced spool), answer within the sender's budget.
+
+mod drain;
+mod durable;
+mod error;
+mod message;
+mod routes;
+mod server;
+pub mod spool;
+mod telemetry;
+
+pub use durable::{Durable, StoredIn};
+pub use error::ApiError;
+pub use routes::{AppState, router};
+pub use server::serve;
+
+use hookline_amqp::{Broker, BrokerOptions, Topology};
+use hookline_core::Config;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Confirm channels the ingress publishes on.
+const PUBLISH_CHANNELS: usize = 2;
+
+/// Why the ingress could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// The spool could not be opened.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] spool::SpoolError),
+    /// The broker settings are unusable.
+    #[error("{0}")]
+    Broker(String),
+}
+
+/// Runs the ingress on `listener` until `shutdown`, then finishes open requests, stops the
+/// drainer, closes the spool and the broker connection.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    let spool = spool::Spool::open(&config.storage.spool_dir())?;
+    // The broker outlives the HTTP server so requests still in flight get their confirms.
+    let broker_stop = CancellationToken::new();
+    let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
+    let broker = Broker::start(
+        BrokerOptions {
+            url: config.amqp.url.clone(),
+            role: "ingress",
+            channels: PUBLISH_CHANNELS,
+            topology: topology.clone(),
+        },
+        broker_stop.clone(),
+    )
+    .map_err(IngressError::Broker)?;
+    let durable = Durable::new(
+        broker.clone(),
+        spool.clone(),
+        topology.ingress_queue(),
+        config.ingress.ack_deadline(),
+    );
+    let drainer = tokio::spawn(drain::run(durable.clone(), broker_stop.clone()));
+    let state = AppState::new(
+        &config.sources,
+        config.ingress.max_body_bytes,
+        durable,
+        metrics,
+    );
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        sources = config.sources.len(),
+        spool_depth = spool.depth(),
+        "Ingress listening."
+    );
+    serve(listener, router(state), shutdown.cancelled_owned()).await;
+    broker_stop.cancel();
+    let _ = drainer.await;
+    broker.stopped().await;
+    spool.close().await;
+    info!("Ingress stopped.");
+    Ok(())
+}

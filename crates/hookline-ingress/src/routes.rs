@@ -1,0 +1,357 @@
+//! The whole request path of CONTRACT section 3: find the source, bound the body, verify,
+//! make durable, answer.
+
+use crate::durable::Durable;
+use crate::error::ApiError;
+use crate::telemetry;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hookline_core::{SourceSpec, delivery};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a request needs.
+pub struct AppState {
+    sources: HashMap<String, SourceSpec>,
+    max_body_bytes: usize,
+    durable: Durable,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// State for the router.
+    pub fn new(
+        sources: &[SourceSpec],
+        max_body_bytes: usize,
+        durable: Durable,
+        metrics: PrometheusHandle,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sources: sources
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            max_body_bytes,
+            durable,
+            metrics,
+        })
+    }
+
+    fn source(&self, name: &str) -> Result<&SourceSpec, ApiError> {
+        self.sources
+            .get(name)
+            .ok_or_else(|| ApiError::UnknownSource(name.to_owned()))
+    }
+}
+
+/// The ingress router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhooks/{source}", post(receive).get(echo))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: bool,
+    delivery_id: String,
+}
+
+async fn receive(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let label = if app.sources.contains_key(&name) {
+        name.as_str()
+    } else {
+        "unknown"
+    };
+    match accept(&app, &name, &headers, body).await {
+        Ok((delivery_id, stored)) => {
+            telemetry::accepted(label, &delivery_id, stored, started.elapsed());
+            Json(Accepted {
+                accepted: true,
+                delivery_id,
+            })
+            .into_response()
+        }
+        Err(error) => {
+            telemetry::refused(label, &error);
+            error.into_response()
+        }
+    }
+}
+
+async fn accept(
+    app: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, crate::durable::StoredIn), ApiError> {
+    let source = app.source(name)?;
+    let limit = app.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let signature = headers
+        .get(source.provider.signature_header())
+        .map(|v| v.as_bytes());
+    if signature.is_none_or(<[u8]>::is_empty) {
+        return Err(delivery::Rejection::MissingSignature {
+            header: source.provider.signature_header(),
+        }
+        .into());
+    }
+    // The limit applies while reading, so a chunked body cannot grow past it in memory.
+    let body =
+        axum::body::to_bytes(body, limit).await.map_err(
+            |error| match std::error::Error::source(&error) {
+                Some(cause) if cause.is::<http_body_util::LengthLimitError>() => {
+                    ApiError::PayloadTooLarge(limit)
+                }
+                _ => ApiError::BodyRead,
+            },
+        )?;
+    let delivery = delivery::verify(source, signature, body)?;
+    let stored = app
+        .durable
+        .store(&delivery)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    Ok((delivery.meta().delivery_id.clone(), stored))
+}
+
+#[derive(Deserialize)]
+struct EchoQuery {
+    echo: Option<String>,
+}
+
+/// asello checks an endpoint with `GET ?echo=X` and expects `X` back as text.
+async fn echo(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<EchoQuery>,
+) -> Result<Response, ApiError> {
+    let source = app.source(&name)?;
+    if !source.provider.answers_echo() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let echo = query.echo.ok_or(ApiError::MissingEcho)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        echo,
+    )
+        .into_response())
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.durable.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no broker and no writable spool",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The request path in-process with `oneshot`, no socket and no broker: with the broker
+    //! unreachable every accepted delivery goes to the spool.
+    use super::*;
+    use crate::spool::Spool;
+    use axum::http::Request;
+    use hookline_amqp::{Broker, BrokerOptions, Topology};
+    use hookline_core::provider;
+    use hookline_core::secret::Secret;
+    use hookline_core::signature::{Algorithm, sign_hex};
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    const SECRET: &str = "router-test-secret";
+
+    async fn app(dir: &std::path::Path) -> (Router, Spool, CancellationToken) {
+        let stop = CancellationToken::new();
+        let broker = Broker::start(
+            BrokerOptions {
+                // Port 9 (discard) on loopback: nothing answers AMQP there.
+                url: "amqp://guest:guest@127.0.0.1:9/%2f".into(),
+                role: "test",
+                channels: 1,
+                topology: Topology::new("routertest", vec![]),
+            },
+            stop.clone(),
+        )
+        .unwrap();
+        let spool = Spool::open(dir).unwrap();
+        let durable = Durable::new(
+            broker,
+            spool.clone(),
+            "routertest.ingress".into(),
+            Duration::from_millis(200),
+        );
+        let sources = [
+            SourceSpec {
+                name: "aisle".into(),
+                provider: provider::find("aisle").unwrap(),
+                secrets: vec![Secret::new(SECRET)],
+            },
+            SourceSpec {
+                name: "shop".into(),
+                provider: provider::find("asello").unwrap(),
+                secrets: vec![Secret::new("s".repeat(32))],
+            },
+        ];
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        (
+            router(AppState::new(&sources, 64, durable, metrics)),
+            spool,
+            stop,
+        )
+    }
+
+    fn post(body: &str, signature: Option<String>) -> Request<Body> {
+        let mut request = Request::post("/webhooks/aisle");
+        if let Some(signature) = signature {
+            request = request.header("X-Aisle-Webhook-Signature", signature);
+        }
+        request.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    async fn answer(router: &Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn request_path_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, spool, stop) = app(dir.path()).await;
+        let body = r#"{"id":"1","event":"ticket_created"}"#;
+        let good = sign_hex(Algorithm::Sha256, SECRET.as_bytes(), body.as_bytes());
+        let big = format!(r#"{{"id":"1","event":"x","pad":"{}"}}"#, "a".repeat(64));
+        let cases = [
+            (
+                post(body, Some(good.clone())),
+                StatusCode::OK,
+                "\"accepted\":true",
+            ),
+            (
+                post(body, None),
+                StatusCode::UNAUTHORIZED,
+                "missing_signature",
+            ),
+            (
+                post(body, Some("00".into())),
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+            ),
+            (
+                post(&big, Some(good.clone())),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+            ),
+            (
+                post(
+                    "[]",
+                    Some(sign_hex(Algorithm::Sha256, SECRET.as_bytes(), b"[]")),
+                ),
+                StatusCode::BAD_REQUEST,
+                "missing required field `id`",
+            ),
+            (
+                Request::post("/webhooks/nope").body(Body::empty()).unwrap(),
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+            ),
+            (
+                Request::get("/webhooks/shop?echo=a%20b")
+                    .body(Body::empty())
+                    .unwrap(),
+                StatusCode::OK,
+                "a b",
+            ),
+            (
+                Request::put("/webhooks/aisle").body(Body::empty()).unwrap(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "",
+            ),
+            (
+                Request::get("/healthz").body(Body::empty()).unwrap(),
+                StatusCode::OK,
+                "ok",
+            ),
+            (
+                Request::get("/readyz").body(Body::empty()).unwrap(),
+                StatusCode::OK,
+                "ready",
+            ),
+        ];
+        for (request, status, needle) in cases {
+            let what = format!("{} {}", request.method(), request.uri());
+            let (got, text) = answer(&router, request).await;
+            assert_eq!(got, status, "{what}: {text}");
+            assert!(text.contains(needle), "{what}: {text}");
+            assert!(!text.contains(SECRET));
+        }
+        assert_eq!(spool.depth(), 1, "only the accepted delivery was stored");
+        let (_, stored) = spool.oldest(1).unwrap().pop().unwrap();
+        assert_eq!(stored.body, body.as_bytes());
+        assert_eq!(stored.source, "aisle");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn chunked_body_over_the_limit_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, spool, stop) = app(dir.path()).await;
+        let chunks = futures_util::stream::iter(
+            (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[b' '; 16]))),
+        );
+        let request = Request::post("/webhooks/aisle")
+            .header("x-aisle-webhook-signature", "00")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let (status, text) = answer(&router, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        assert_eq!(spool.depth(), 0);
+        stop.cancel();
+    }
+}

@@ -1,0 +1,64 @@
+//! Every notable ingress happening, logged and counted in one place so the two agree.
+
+use crate::durable::StoredIn;
+use crate::error::ApiError;
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
+
+/// A delivery was accepted (200).
+pub(crate) fn accepted(source: &str, delivery_id: &str, stored: StoredIn, elapsed: Duration) {
+    debug!(
+        source,
+        delivery_id,
+        stored = stored.as_str(),
+        "Delivery accepted."
+    );
+    metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => "accepted", "stored" => stored.as_str()).increment(1);
+    metrics::histogram!("hookline_ingress_ack_seconds", "stored" => stored.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A request was refused; `source` is `unknown` for names not in the config.
+pub(crate) fn refused(source: &str, error: &ApiError) {
+    let (status, code) = error.status_and_code();
+    if status.is_server_error() {
+        warn!(
+            source,
+            code,
+            status = status.as_u16(),
+            "Delivery not accepted."
+        );
+    } else {
+        info!(source, code, status = status.as_u16(), reason = %error, "Request refused.");
+    }
+    metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => code, "stored" => "none").increment(1);
+}
+
+/// The broker missed a confirm: deliveries now go to the spool.
+pub(crate) fn spooling_started(reason: &dyn std::fmt::Display) {
+    warn!(%reason, "Broker unavailable or slow; spooling deliveries to disk until it recovers.");
+    direct_mode(false);
+}
+
+/// The spool is empty again and the broker answers.
+pub(crate) fn spooling_stopped() {
+    info!("Spool drained; publishing deliveries directly again.");
+    direct_mode(true);
+}
+
+/// Whether deliveries are published directly (1) or spooled (0).
+pub(crate) fn direct_mode(direct: bool) {
+    metrics::gauge!("hookline_ingress_direct").set(if direct { 1.0 } else { 0.0 });
+}
+
+/// The spool could not take a delivery: it was answered 503.
+pub(crate) fn spool_failed(error: &dyn std::fmt::Display) {
+    error!(%error, "Spool write failed; answering 503.");
+    metrics::counter!("hookline_spool_failures_total").increment(1);
+}
+
+/// Spooled deliveries reached the broker.
+pub(crate) fn drained(count: usize) {
+    debug!(count, "Spooled deliveries published.");
+    metrics::counter!("hookline_spool_drained_total").increment(count as u64);
+}

@@ -1,0 +1,94 @@
+//! The consumer loop for one broker session: prefetch, manual acks, one task per delivery;
+//! on shutdown it stops consuming and lets in-flight deliveries finish.
+
+use crate::process::{Context, process};
+use futures_util::StreamExt;
+use hookline_amqp::lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use hookline_amqp::lapin::types::FieldTable;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long in-flight deliveries get to finish after shutdown starts.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Why consuming stopped.
+pub(crate) enum Stopped {
+    /// Shutdown was requested and in-flight work is finished or handed back.
+    Shutdown,
+    /// The channel or connection failed; the caller reconnects.
+    Lost(String),
+}
+
+/// Consumes `<prefix>.ingress` on `ctx.session` until shutdown or a lost connection.
+pub(crate) async fn consume(
+    ctx: Arc<Context>,
+    prefetch: u16,
+    shutdown: &CancellationToken,
+) -> Stopped {
+    let channel = match ctx.session.create_channel().await {
+        Ok(channel) => channel,
+        Err(error) => return Stopped::Lost(error.to_string()),
+    };
+    if let Err(error) = channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+    {
+        return Stopped::Lost(error.to_string());
+    }
+    let queue = ctx.topology.ingress_queue();
+    let mut consumer = match channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(consumer) => consumer,
+        Err(error) => return Stopped::Lost(error.to_string()),
+    };
+    info!(queue = %queue, prefetch, "Worker consuming.");
+
+    let mut tasks = JoinSet::new();
+    let stopped = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Stopped::Shutdown,
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { process(&ctx, delivery).await });
+                }
+                Some(Err(error)) => break Stopped::Lost(error.to_string()),
+                None => break Stopped::Lost("consumer cancelled by the broker".into()),
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    };
+
+    if matches!(stopped, Stopped::Shutdown) {
+        // Stop deliveries first, then let in-flight ones finish; what cannot finish in time is
+        // handed back to the queue when the channel closes unacked.
+        let _ = channel
+            .basic_cancel(consumer.tag(), Default::default())
+            .await;
+        let finished = tokio::time::timeout(FINISH_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            warn!(
+                in_flight = tasks.len(),
+                "Shutdown: handing unfinished deliveries back to the queue."
+            );
+            tasks.abort_all();
+        }
+    } else {
+        tasks.abort_all();
+    }
+    let _ = channel.close(200, "worker stopping".into()).await;
+    stopped
+}

@@ -1,0 +1,79 @@
+//! Every notable worker happening, logged and counted in one place so the two agree.
+//! One INFO line per event (CONTRACT section 7).
+
+use hookline_core::Envelope;
+use tracing::{error, info, warn};
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Published and confirmed.
+    Published,
+    /// Already published before; dropped.
+    Duplicate,
+    /// Its delivery went to the dead-letter queue.
+    DeadLettered,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Published => "published",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// The per-event log line and counter.
+pub(crate) fn event(envelope: &Envelope, outcome: Outcome) {
+    let routing_key = envelope.routing_key();
+    let message = match outcome {
+        Outcome::Published => "Event published.",
+        Outcome::Duplicate => "Duplicate event dropped.",
+        Outcome::DeadLettered => "Event dead-lettered with its delivery.",
+    };
+    info!(
+        event_id = %envelope.id,
+        provider = %envelope.provider,
+        source = %envelope.source,
+        r#type = %envelope.event_type,
+        routing_key = %routing_key,
+        outcome = outcome.as_str(),
+        delivery_id = %envelope.delivery_id,
+        "{message}"
+    );
+    metrics::counter!(
+        "hookline_worker_events_total",
+        "provider" => envelope.provider.clone(),
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
+}
+
+/// A delivery went to `<prefix>.dead`: an operator should look at it.
+pub(crate) fn dead_lettered(delivery_id: &str, attempts: u32, reason: &str) {
+    error!(
+        delivery_id,
+        attempts,
+        reason,
+        outcome = "dead_lettered",
+        "Delivery dead-lettered."
+    );
+    metrics::counter!("hookline_worker_deliveries_total", "outcome" => "dead_lettered")
+        .increment(1);
+}
+
+/// Processing failed and the delivery will be tried again.
+pub(crate) fn retrying(delivery_id: &str, attempts: u32, reason: &str) {
+    warn!(
+        delivery_id,
+        attempts, reason, "Delivery failed; it will be retried."
+    );
+    metrics::counter!("hookline_worker_deliveries_total", "outcome" => "retried").increment(1);
+}
+
+/// A delivery was fully processed and acked.
+pub(crate) fn acked() {
+    metrics::counter!("hookline_worker_deliveries_total", "outcome" => "acked").increment(1);
+}

@@ -1,0 +1,52 @@
+//! Log setup: `RUST_LOG` filters (default `info`); `HOOKLINE_LOG_FORMAT=json` makes every
+//! line one JSON object.
+
+use hookline_core::Config;
+use hookline_core::config::ConfigError;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+fn json() -> bool {
+    std::env::var("HOOKLINE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
+}
+
+/// Installs the global subscriber.
+pub(crate) fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    if json() {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Reports a bad config: plain lines on stderr, or one JSON log line per problem.
+pub(crate) fn config_problems(error: &ConfigError) {
+    if json() {
+        for problem in &error.problems {
+            error!(file = %problem.origin, key = %problem.key, "Invalid configuration: {}", problem.message);
+        }
+    } else {
+        eprintln!("hookline: invalid configuration:");
+        for problem in &error.problems {
+            eprintln!("  {problem}");
+        }
+    }
+}
+
+/// Reports a valid config (`check-config`): a plain line, or one JSON log line.
+pub(crate) fn config_ok(config: &Config) {
+    let (sources, subscriptions) = (config.sources.len(), config.subscriptions.len());
+    if json() {
+        info!(file = %config.path.display(), sources, subscriptions, "Configuration is valid.");
+    } else {
+        println!(
+            "{}: OK ({sources} sources, {subscriptions} subscriptions)",
+            config.path.display()
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The `hookline` binary: parses arguments, loads the config, runs one subcommand.
+//! Exit status: 0 after a graceful shutdown, 2 for a bad config or arguments, 1 otherwise.
+
+mod logging;
+mod shutdown;
+
+use clap::{Parser, Subcommand};
+use hookline_core::Config;
+use hookline_core::config::{ConfigError, Problem};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Receives provider webhooks, verifies them, and publishes deduplicated events on RabbitMQ.
+#[derive(Parser)]
+#[command(name = "hookline", version, about)]
+struct Cli {
+    /// Config file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKLINE_CONFIG",
+        default_value = "config/hookline.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// HTTP server: verifies each delivery, makes it durable, answers.
+    Ingress,
+    /// Consumes deliveries, normalizes, deduplicates, publishes events.
+    Worker,
+    /// Ingress and worker in one process.
+    Run,
+    /// Validates the config; prints what is wrong and exits 2.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let config = match load(&cli.config) {
+        Ok(config) => config,
+        Err(problems) => {
+            logging::config_problems(&problems);
+            return ExitCode::from(2);
+        }
+    };
+    if cli.command == Command::CheckConfig {
+        logging::config_ok(&config);
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "hookline stopped on a fatal error.");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The config, plus the one check that needs the AMQP URL parser.
+fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    if let Err(message) = hookline_amqp::parse_url(&config.amqp.url) {
+        return Err(ConfigError {
+            problems: vec![Problem {
+                origin: path.display().to_string(),
+                key: "amqp.url".into(),
+                message: format!("not a valid AMQP URL: {message}"),
+            }],
+        });
+    }
+    Ok(config)
+}
+
+async fn serve(command: Command, config: Config) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    let shutdown = CancellationToken::new();
+    shutdown::on_signal(shutdown.clone());
+
+    let with_ingress = matches!(command, Command::Ingress | Command::Run);
+    let with_worker = matches!(command, Command::Worker | Command::Run);
+    let ingress_listener = if with_ingress {
+        Some(bind(config.ingress.listen, "ingress.listen").await?)
+    } else {
+        None
+    };
+    let worker_listener = if with_worker {
+        Some(bind(config.worker.metrics_listen, "worker.metrics_listen").await?)
+    } else {
+        None
+    };
+
+    let ingress = ingress_listener.map(|listener| {
+        let (config, metrics, shutdown) = (config.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result = hookline_ingress::run(&config, listener, metrics, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        })
+    });
+    let worker = worker_listener.map(|listener| {
+        let (config, metrics, shutdown) = (config.clone(), metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let result =
+                hookline_worker::run(&config, Some(listener), metrics, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        })
+    });
+    info!(config = %config.path.display(), "hookline started.");
+
+    if let Some(task) = ingress {
+        task.await??;
+    }
+    if let Some(task) = worker {
+        task.await??;
+    }
+    Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address} ({key}): {e}"))
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}

@@ -1,0 +1,85 @@
+//! A full disk under the spool while the broker is away: the ingress answers 503 with
+//! `Retry-After` (never a 200 it cannot keep), `/readyz` says 503, the process lives on.
+//! Needs root to mount a 2 MiB tmpfs, as CI and the development machines run.
+
+use crate::harness::serial;
+use crate::support::{Process, TestConfig, free_port, sign, wait_for_status};
+use std::process::Command;
+
+/// Unmounts the tmpfs when dropped, also when the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn full_spool_disk_answers_503_and_not_ready() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "this test mounts a 2 MiB tmpfs and needs root"
+    );
+    let _mount = Mount(data.clone());
+
+    let mut config = TestConfig::new(dir.path());
+    config.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let path = config.write();
+    let ingress = Process::start(&path, "ingress");
+    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+
+    let client = reqwest::Client::new();
+    let pad = "x".repeat(3000);
+    let mut accepted = 0;
+    let mut refusal = None;
+    for i in 0..5000 {
+        let body =
+            format!(r#"{{"id":"full-{i}","event":"ticket_created","data":{{"pad":"{pad}"}}}}"#);
+        let (header, value) = sign("aisle", body.as_bytes());
+        let resp = client
+            .post(format!("{base}/webhooks/aisle"))
+            .header(header, value)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => accepted += 1,
+            503 => {
+                refusal = Some(resp);
+                break;
+            }
+            other => panic!("unexpected {other} after {accepted} accepted"),
+        }
+    }
+    let resp = refusal.expect("the spool's disk filled up and the ingress answered 503");
+    assert!(
+        accepted > 10,
+        "some deliveries fit before the disk filled: {accepted}"
+    );
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        503,
+        "no broker and no writable spool: not ready"
+    );
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "the process lives on");
+    let failed = ingress.log_lines_with("message", "Spool write failed; answering 503.");
+    assert!(!failed.is_empty(), "the failure is logged at ERROR");
+    eprintln!("disk full after {accepted} spooled deliveries");
+}

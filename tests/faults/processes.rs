@@ -1,0 +1,128 @@
+//! kill -9 of the ingress and of the worker mid-load, and a spool reopened after a kill.
+
+use crate::harness::{expect_all, load, serial};
+use crate::support::{Broker, Process, TestConfig, free_port, wait_for_status};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+const IN_FLIGHT_BOUND: usize = 64;
+
+#[tokio::test]
+async fn ingress_killed_mid_load_loses_nothing_it_accepted() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path());
+    let path = config.write();
+    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    let mut ingress = Process::start(&path, "ingress");
+    let _worker = Process::start(&path, "worker");
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    let broker = Broker::connect(&config.prefix).await;
+    let observer = broker.observe_events().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn(load(base.clone(), "k9i", 1200, 300, stop));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ingress.kill9();
+    let _ingress = Process::start(&path, "ingress");
+    let result = sender.await.unwrap();
+    assert!(!result.failed.is_empty() || result.accepted.len() == 1200);
+    let mut events = broker.watch_queue(&observer).await;
+    let duplicates = expect_all(&mut events, &result.accepted, Duration::from_secs(60)).await;
+    eprintln!(
+        "ingress kill -9: {} accepted, {:?} refused, {duplicates} duplicates",
+        result.accepted.len(),
+        result.failed
+    );
+    assert_eq!(duplicates, 0, "an ingress crash never duplicates events");
+    broker.cleanup(&[&observer]).await;
+}
+
+#[tokio::test]
+async fn worker_killed_mid_load_then_resends_publish_nothing_new() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path());
+    let path = config.write();
+    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    let _ingress = Process::start(&path, "ingress");
+    let mut worker = Process::start(&path, "worker");
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    let broker = Broker::connect(&config.prefix).await;
+    let observer = broker.observe_events().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn(load(base.clone(), "k9w", 1500, 500, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    worker.kill9();
+    let _worker = Process::start(&path, "worker");
+    let result = sender.await.unwrap();
+    assert!(result.failed.is_empty(), "{:?}", result.failed);
+    let mut events = broker.watch_queue(&observer).await;
+    let duplicates = expect_all(&mut events, &result.accepted, Duration::from_secs(60)).await;
+    eprintln!(
+        "worker kill -9: {} accepted, {duplicates} duplicates (window: in-flight deliveries)",
+        result.accepted.len()
+    );
+    assert!(duplicates <= IN_FLIGHT_BOUND, "{duplicates}");
+
+    // The provider sends everything again: the restarted worker's store drops it all.
+    let again = load(base.clone(), "k9w", 1500, 1000, stop).await;
+    assert!(again.failed.is_empty());
+    let ingress_queue = format!("{}.ingress", config.prefix);
+    for _ in 0..100 {
+        if broker.depth(&ingress_queue).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let extra = events.rest(Duration::from_secs(2)).await;
+    assert!(
+        extra.is_empty(),
+        "{} events republished after resending",
+        extra.len()
+    );
+    broker.cleanup(&[&observer]).await;
+}
+
+#[tokio::test]
+async fn spool_survives_kill_9_and_drains_on_restart() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestConfig::new(dir.path());
+    // Nothing listens there: every delivery goes to the spool.
+    let good_url = config.amqp_url.clone();
+    config.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let path = config.write();
+    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    let mut ingress = Process::start(&path, "ingress");
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    let result = load(
+        base.clone(),
+        "spool",
+        200,
+        200,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    assert_eq!(result.accepted.len(), 200, "{:?}", result.failed);
+    eprintln!(
+        "spooling without a broker: p50 {:?}, p99 {:?}",
+        result.quantile(0.5),
+        result.quantile(0.99)
+    );
+    ingress.kill9();
+    assert!(dir.path().join("data/spool/spool.redb").exists());
+
+    config.amqp_url = good_url;
+    let path = config.write();
+    let broker = Broker::connect(&config.prefix).await;
+    let _ingress = Process::start(&path, "ingress");
+    let observer = broker.observe_events().await;
+    let _worker = Process::start(&path, "worker");
+    let mut events = broker.watch_queue(&observer).await;
+    let duplicates = expect_all(&mut events, &result.accepted, Duration::from_secs(30)).await;
+    assert_eq!(duplicates, 0);
+    broker.cleanup(&[&observer]).await;
+}

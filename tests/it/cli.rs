@@ -1,0 +1,113 @@
+//! CONTRACT section 1: subcommands, exit codes, config errors naming file and key,
+//! environment overrides, JSON logs and graceful shutdown.
+
+use crate::support::{TestConfig, start};
+use std::process::Command;
+use std::time::Duration;
+
+fn hookline(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("HOOKLINE_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_config_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = TestConfig::new(dir.path()).write();
+    let good = good.to_str().unwrap();
+    assert_eq!(hookline(&["--config", good, "check-config"], &[]).0, 0);
+    assert_eq!(
+        hookline(&["check-config"], &[("HOOKLINE_CONFIG", good)]).0,
+        0,
+        "HOOKLINE_CONFIG"
+    );
+
+    let cases = [
+        (
+            "[[sources]]\nname = \"a\"\nprovider = \"paypal\"\nsecrets = [\"x\"]",
+            "sources[0].provider",
+        ),
+        (
+            "[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = [\"x\"]\n[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = [\"y\"]",
+            "sources[1].name",
+        ),
+        (
+            "[[sources]]\nname = \"a\"\nprovider = \"aisle\"",
+            "sources[0]",
+        ),
+        (
+            "[[sources]]\nname = \"s\"\nprovider = \"asello\"\nsecrets = [\"too-short\"]",
+            "sources[0].secrets[0]",
+        ),
+        (
+            "[[sources]]\nname = \"Bad Name\"\nprovider = \"aisle\"\nsecrets = [\"x\"]",
+            "sources[0].name",
+        ),
+        ("[worker]\nprefetch = -1", "worker.prefetch"),
+        ("[amqp]\nurl = \"http://nope\"", "amqp.url"),
+    ];
+    for (toml, key) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, toml).unwrap();
+        let (code, text) = hookline(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+        assert_eq!(code, 2, "{toml}: {text}");
+        assert!(
+            text.contains(path.to_str().unwrap()) && text.contains(key),
+            "{key} in {text}"
+        );
+        let (code, _) = hookline(&["--config", path.to_str().unwrap(), "ingress"], &[]);
+        assert_eq!(code, 2, "ingress refuses to start with {key}");
+    }
+    let (code, text) = hookline(&["--config", "/nonexistent.toml", "check-config"], &[]);
+    assert_eq!(code, 2);
+    assert!(text.contains("/nonexistent.toml"), "{text}");
+    assert_eq!(hookline(&["frobnicate"], &[]).0, 2, "bad arguments");
+
+    let (code, text) = hookline(
+        &["--config", good, "check-config"],
+        &[("HOOKLINE__WORKER__PREFETCH", "not-a-number")],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        text.contains("worker.prefetch") && text.contains("HOOKLINE__"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_and_graceful_shutdown() {
+    let (config, mut hookline, base) = start("run").await;
+    let body = r#"{"id":"j-1","event":"ticket_created","data":{}}"#;
+    assert_eq!(
+        crate::support::post_signed(&base, "aisle", "aisle", body)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, took) = hookline.terminate();
+    assert!(status.success(), "{status:?}: {:#?}", hookline.all_lines());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let lines = hookline.all_lines();
+    assert!(lines.len() > 3);
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    crate::support::Broker::connect(&config.prefix)
+        .await
+        .cleanup(&[])
+        .await;
+}

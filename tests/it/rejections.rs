@@ -1,0 +1,341 @@
+//! Every refusal of CONTRACT section 3, with nothing queued; asello's echo; the probes.
+
+use crate::support::{Broker, sign, start, wait_for_status};
+use std::time::Duration;
+
+const AISLE_BODY: &str = r#"{"id":"r-1","event":"ticket_created","data":{}}"#;
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    status: u16,
+    code: Option<&'static str>,
+}
+
+fn signed(provider: &str, body: &str) -> Vec<(&'static str, String)> {
+    let (h, v) = sign(provider, body.as_bytes());
+    vec![(h, v)]
+}
+
+fn cases() -> Vec<Case> {
+    let big = format!(
+        r#"{{"id":"x","event":"ticket_created","pad":"{}"}}"#,
+        "a".repeat(5000)
+    );
+    let case = |name, method, path, headers, body: &str, status, code| Case {
+        name,
+        method,
+        path,
+        headers,
+        body: body.to_owned(),
+        status,
+        code,
+    };
+    vec![
+        case(
+            "no signature",
+            "POST",
+            "/webhooks/aisle",
+            vec![],
+            AISLE_BODY,
+            401,
+            Some("missing_signature"),
+        ),
+        case(
+            "empty signature",
+            "POST",
+            "/webhooks/aisle",
+            vec![("x-aisle-webhook-signature", String::new())],
+            AISLE_BODY,
+            401,
+            Some("missing_signature"),
+        ),
+        case(
+            "another provider's header",
+            "POST",
+            "/webhooks/aisle",
+            signed("auraconnect", AISLE_BODY),
+            AISLE_BODY,
+            401,
+            Some("missing_signature"),
+        ),
+        case(
+            "signature of another body",
+            "POST",
+            "/webhooks/aisle",
+            signed("aisle", "{}"),
+            AISLE_BODY,
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "garbage signature",
+            "POST",
+            "/webhooks/aisle",
+            vec![("X-Aisle-Webhook-Signature", "zz-not-hex".into())],
+            AISLE_BODY,
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "inline wrong",
+            "POST",
+            "/webhooks/inline",
+            vec![("x-hub-signature", format!("sha1={}", "0".repeat(40)))],
+            r#"{"events":[]}"#,
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "auraconnect wrong",
+            "POST",
+            "/webhooks/auraconnect",
+            vec![(
+                "x-auraconnect-signature",
+                format!("sha256={}", "ab".repeat(32)),
+            )],
+            r#"{"id":"e","type":"order.created"}"#,
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "sixpark truncated",
+            "POST",
+            "/webhooks/sixpark",
+            vec![(
+                "x-sixpark-signature",
+                sign("sixpark", b"{}").1[..60].to_owned(),
+            )],
+            "{}",
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "asello wrong",
+            "POST",
+            "/webhooks/asello",
+            vec![("signature", format!("sha256={}", "AB".repeat(32)))],
+            r#"{"id":"a","notifications":[]}"#,
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "too large",
+            "POST",
+            "/webhooks/aisle",
+            signed("aisle", &big),
+            &big,
+            413,
+            Some("payload_too_large"),
+        ),
+        case(
+            "not JSON",
+            "POST",
+            "/webhooks/aisle",
+            signed("aisle", "hello"),
+            "hello",
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "aisle without id",
+            "POST",
+            "/webhooks/aisle",
+            signed("aisle", r#"{"event":"ticket_created"}"#),
+            r#"{"event":"ticket_created"}"#,
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "inline without events",
+            "POST",
+            "/webhooks/inline",
+            signed("inline", r#"{"timestamp":1}"#),
+            r#"{"timestamp":1}"#,
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "auraconnect without type",
+            "POST",
+            "/webhooks/auraconnect",
+            signed("auraconnect", r#"{"id":"e"}"#),
+            r#"{"id":"e"}"#,
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "sixpark without type",
+            "POST",
+            "/webhooks/sixpark",
+            signed("sixpark", r#"{"data":{"id":"a"}}"#),
+            r#"{"data":{"id":"a"}}"#,
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "asello notification without action",
+            "POST",
+            "/webhooks/asello",
+            signed("asello", r#"{"id":"a","notifications":[{"id":1}]}"#),
+            r#"{"id":"a","notifications":[{"id":1}]}"#,
+            400,
+            Some("malformed_payload"),
+        ),
+        case(
+            "unknown source",
+            "POST",
+            "/webhooks/stripe",
+            signed("aisle", AISLE_BODY),
+            AISLE_BODY,
+            404,
+            Some("unknown_source"),
+        ),
+        case(
+            "PUT",
+            "PUT",
+            "/webhooks/aisle",
+            signed("aisle", AISLE_BODY),
+            AISLE_BODY,
+            405,
+            None,
+        ),
+        case("DELETE", "DELETE", "/webhooks/aisle", vec![], "", 405, None),
+        case(
+            "GET on a non-echo source",
+            "GET",
+            "/webhooks/aisle?echo=x",
+            vec![],
+            "",
+            405,
+            None,
+        ),
+        case(
+            "asello GET without echo",
+            "GET",
+            "/webhooks/asello",
+            vec![],
+            "",
+            400,
+            Some("malformed_payload"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn refusals_queue_nothing() {
+    let (config, ingress, base) = start("ingress").await;
+    let broker = Broker::connect(&config.prefix).await;
+    let client = reqwest::Client::new();
+
+    for case in cases() {
+        let mut request =
+            client.request(case.method.parse().unwrap(), format!("{base}{}", case.path));
+        for (h, v) in &case.headers {
+            request = request.header(*h, v);
+        }
+        let resp = request.body(case.body.clone()).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), case.status, "{}", case.name);
+        if let Some(code) = case.code {
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], code, "{}: {body}", case.name);
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{}",
+                case.name
+            );
+            let text = body.to_string();
+            assert!(
+                !text.contains(crate::support::AISLE_SECRET),
+                "{}: secret leaked",
+                case.name
+            );
+        }
+    }
+
+    // A chunked body (no Content-Length) is cut off while it is read.
+    let chunks = futures_util::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 1000]))),
+    );
+    let resp = client
+        .post(format!("{base}/webhooks/aisle"))
+        .header("x-aisle-webhook-signature", "00")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413, "chunked over the limit");
+
+    assert_eq!(
+        broker.depth(&format!("{}.ingress", config.prefix)).await,
+        0,
+        "nothing queued"
+    );
+    let log = ingress.all_lines().join("\n");
+    for secret in [crate::support::AISLE_SECRET, crate::support::ASELLO_SECRET] {
+        assert!(!log.contains(secret), "a secret appeared in the log");
+    }
+    broker.cleanup(&[]).await;
+}
+
+#[tokio::test]
+async fn asello_echo_and_probes() {
+    let (config, _hookline, base) = start("run").await;
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .get(format!(
+            "{base}/webhooks/asello?echo=4acbe33406244d109888260d2c61b844"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "4acbe33406244d109888260d2c61b844"
+    );
+
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, answer) = crate::support::post_signed(&base, "aisle", "aisle", AISLE_BODY).await;
+    assert_eq!(status, 200, "{answer}");
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        metrics.headers()["content-type"],
+        "text/plain; version=0.0.4"
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("hookline_ingress_requests_total"), "{text}");
+
+    let worker = format!("http://127.0.0.1:{}", config.metrics_port);
+    wait_for_status(&format!("{worker}/healthz"), 200).await;
+    let resp = client
+        .get(format!("{worker}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = client
+        .get(format!("{worker}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("hookline_worker_events_total"), "{text}");
+    Broker::connect(&config.prefix).await.cleanup(&[]).await;
+}

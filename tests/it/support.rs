@@ -1,0 +1,575 @@
+//! Test support: start the real `hookline` binary on free ports with a random prefix
+//! against the real RabbitMQ, sign like each provider, and watch what reaches the broker.
+
+use futures_util::StreamExt;
+use hookline_core::signature::{Algorithm, sign_hex};
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The broker every test uses.
+pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Secrets of the test config, per provider.
+pub(crate) const AISLE_SECRET: &str = "aisle-test-secret";
+pub(crate) const INLINE_SECRET: &str = "inline-test-secret";
+pub(crate) const AURA_SECRET: &str = "aura-test-secret";
+pub(crate) const SIXPARK_SECRET: &str = "b7bcf4a088215ed9396b07c9e8b931a5697bc0c4";
+pub(crate) const ASELLO_SECRET: &str = "test-example-secret-with-minimum-length-32-chars";
+
+/// A fresh name prefix so parallel tests never share queues.
+pub(crate) fn random_prefix() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The config file of a test instance.
+pub(crate) struct TestConfig {
+    pub(crate) prefix: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) ingress_port: u16,
+    pub(crate) metrics_port: u16,
+    pub(crate) amqp_url: String,
+    pub(crate) extra: String,
+    /// Keeps a directory made by [`start`] alive as long as the config.
+    _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+impl TestConfig {
+    /// All five providers, one source each, named after the provider.
+    pub(crate) fn new(dir: &std::path::Path) -> Self {
+        Self {
+            prefix: random_prefix(),
+            dir: dir.to_owned(),
+            ingress_port: free_port(),
+            metrics_port: free_port(),
+            amqp_url: AMQP_URL.into(),
+            extra: String::new(),
+            _tmp: None,
+        }
+    }
+
+    /// The TOML text.
+    pub(crate) fn toml(&self) -> String {
+        format!(
+            r#"
+[ingress]
+listen = "127.0.0.1:{ingress}"
+max_body_bytes = 4096
+ack_deadline_ms = 800
+[amqp]
+url = "{url}"
+prefix = "{prefix}"
+[storage]
+dir = "{dir}"
+[worker]
+prefetch = 64
+max_attempts = 3
+metrics_listen = "127.0.0.1:{metrics}"
+[[sources]]
+name = "aisle"
+provider = "aisle"
+secrets = ["old-rotated-secret", "{AISLE_SECRET}"]
+[[sources]]
+name = "inline"
+provider = "inline"
+secrets = ["{INLINE_SECRET}"]
+[[sources]]
+name = "auraconnect"
+provider = "auraconnect"
+secrets = ["{AURA_SECRET}"]
+[[sources]]
+name = "sixpark"
+provider = "sixpark"
+secrets = ["{SIXPARK_SECRET}"]
+[[sources]]
+name = "asello"
+provider = "asello"
+secrets = ["{ASELLO_SECRET}"]
+{extra}
+"#,
+            ingress = self.ingress_port,
+            metrics = self.metrics_port,
+            url = self.amqp_url,
+            prefix = self.prefix,
+            dir = self.dir.join("data").display(),
+            extra = self.extra,
+        )
+    }
+
+    /// Writes the file and returns its path.
+    pub(crate) fn write(&self) -> PathBuf {
+        let path = self.dir.join("hookline.toml");
+        std::fs::write(&path, self.toml()).unwrap();
+        path
+    }
+}
+
+/// Starts `hookline <command>` on a fresh config in a fresh temp directory and waits until
+/// it answers; returns the config (which keeps the directory), the process and the
+/// ingress base URL.
+pub(crate) async fn start(command: &str) -> (TestConfig, Process, String) {
+    start_with(command, |_| {}).await
+}
+
+/// Like [`start`], changing the config first.
+pub(crate) async fn start_with(
+    command: &str,
+    change: impl FnOnce(&mut TestConfig),
+) -> (TestConfig, Process, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TestConfig::new(dir.path());
+    config._tmp = Some(std::sync::Arc::new(dir));
+    change(&mut config);
+    let process = Process::start(&config.write(), command);
+    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    if command == "worker" {
+        wait_for_status(
+            &format!("http://127.0.0.1:{}/healthz", config.metrics_port),
+            200,
+        )
+        .await;
+    } else {
+        wait_for_status(&format!("{base}/readyz"), 200).await;
+    }
+    (config, process, base)
+}
+
+/// A running `hookline` process; killed on drop.
+pub(crate) struct Process {
+    child: Child,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `hookline --config <path> <command>` with JSON logs captured.
+    pub(crate) fn start(config: &std::path::Path, command: &str) -> Self {
+        Self::start_with_env(config, command, &[])
+    }
+
+    /// Like [`Process::start`], with extra environment variables.
+    pub(crate) fn start_with_env(
+        config: &std::path::Path,
+        command: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .arg("--config")
+            .arg(config)
+            .arg(command)
+            .env("HOOKLINE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hookline binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Sends SIGTERM and waits (at most 15 s) for the exit status and the time it took.
+    pub(crate) fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        signal(self.child.id(), "TERM");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no exit 15 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no goodbye.
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Log lines so far that parse as JSON with `field` equal to `value`.
+    pub(crate) fn log_lines_with(&self, field: &str, value: &str) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| field_of(v, field).and_then(|f| f.as_str()) == Some(value))
+            .collect()
+    }
+
+    /// Every captured line.
+    pub(crate) fn all_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// A field of a JSON log line, flattened or nested under `fields`.
+pub(crate) fn field_of<'a>(
+    line: &'a serde_json::Value,
+    field: &str,
+) -> Option<&'a serde_json::Value> {
+    line.get(field).or_else(|| line.get("fields")?.get(field))
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls `url` until it answers `status` (10 s at most).
+pub(crate) async fn wait_for_status(url: &str, status: u16) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(resp) = client.get(url).send().await
+            && resp.status().as_u16() == status
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url} never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Signs `body` the way `provider` does; returns (header, value).
+pub(crate) fn sign(provider: &str, body: &[u8]) -> (&'static str, String) {
+    match provider {
+        "aisle" => (
+            "x-aisle-webhook-signature",
+            sign_hex(Algorithm::Sha256, AISLE_SECRET.as_bytes(), body),
+        ),
+        "inline" => {
+            let canonical = hookline_core::canonical_json::canonicalize(body).unwrap();
+            (
+                "X-Hub-Signature",
+                format!(
+                    "sha1={}",
+                    sign_hex(
+                        Algorithm::Sha1,
+                        INLINE_SECRET.as_bytes(),
+                        canonical.as_bytes()
+                    )
+                ),
+            )
+        }
+        "auraconnect" => (
+            "X-AuraConnect-Signature",
+            format!(
+                "sha256={}",
+                sign_hex(Algorithm::Sha256, AURA_SECRET.as_bytes(), body)
+            ),
+        ),
+        "sixpark" => (
+            "X-SixPark-Signature",
+            sign_hex(Algorithm::Sha256, SIXPARK_SECRET.as_bytes(), body),
+        ),
+        "asello" => (
+            "signature",
+            format!(
+                "sha256={}",
+                sign_hex(Algorithm::Sha256, ASELLO_SECRET.as_bytes(), body).to_uppercase()
+            ),
+        ),
+        other => panic!("unknown provider {other}"),
+    }
+}
+
+/// POSTs a signed body to `/webhooks/<source>`; returns status and JSON body.
+pub(crate) async fn post_signed(
+    base: &str,
+    source: &str,
+    provider: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (header, value) = sign(provider, body.as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/webhooks/{source}"))
+        .header(header, value)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// One message seen on the broker.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) routing_key: String,
+    pub(crate) properties: lapin::BasicProperties,
+    pub(crate) body: serde_json::Value,
+    pub(crate) raw: Vec<u8>,
+}
+
+/// A connection to the test broker that watches queues and cleans up a prefix.
+pub(crate) struct Broker {
+    pub(crate) connection: Connection,
+    pub(crate) prefix: String,
+}
+
+impl Broker {
+    /// Connects; fails loudly when RabbitMQ is not running.
+    pub(crate) async fn connect(prefix: &str) -> Self {
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ must run at {AMQP_URL} for these tests: {e}"));
+        Self {
+            connection,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Binds a fresh exclusive queue to `<prefix>.events` with `pattern` and collects it.
+    /// Waits for hookline to declare the exchange.
+    pub(crate) async fn watch_events(&self, pattern: &str) -> Watch {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let (channel, queue) = self.bind_to_events("", options, pattern).await;
+        self.consume(channel, &queue).await
+    }
+
+    /// Declares `queue` and binds it to `<prefix>.events` with `pattern`, retrying until
+    /// hookline has declared the exchange; returns the channel and the queue's name.
+    async fn bind_to_events(
+        &self,
+        queue: &str,
+        options: QueueDeclareOptions,
+        pattern: &str,
+    ) -> (lapin::Channel, String) {
+        let exchange = format!("{}.events", self.prefix);
+        retry_until_declared(|| async {
+            let channel = self.connection.create_channel().await?;
+            let declared = channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await?;
+            channel
+                .queue_bind(
+                    declared.name().clone(),
+                    exchange.as_str().into(),
+                    pattern.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok((channel, declared.name().to_string()))
+        })
+        .await
+    }
+
+    /// Collects every message of a queue hookline declares (acks them).
+    pub(crate) async fn watch_queue(&self, queue: &str) -> Watch {
+        let channel = retry_until_declared(|| async {
+            let channel = self.connection.create_channel().await?;
+            channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok(channel)
+        })
+        .await;
+        self.consume(channel, queue).await
+    }
+
+    async fn consume(&self, channel: lapin::Channel, queue: &str) -> Watch {
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let _channel = channel;
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let seen = Seen {
+                    routing_key: delivery.routing_key.to_string(),
+                    properties: delivery.properties.clone(),
+                    body: serde_json::from_slice(&delivery.data).unwrap_or(serde_json::Value::Null),
+                    raw: delivery.data.clone(),
+                };
+                if tx.send(seen).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { rx }
+    }
+
+    /// Declares a durable queue `<prefix>.observer` bound to every event, so a test can
+    /// read what was published across a broker restart; returns its name.
+    pub(crate) async fn observe_events(&self) -> String {
+        let name = format!("{}.observer", self.prefix);
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let (channel, _) = self.bind_to_events(&name, options, "#").await;
+        let _ = channel.close(200, "".into()).await;
+        name
+    }
+
+    /// Messages waiting in `queue` (passive declare).
+    pub(crate) async fn depth(&self, queue: &str) -> u32 {
+        retry_until_declared(|| async {
+            let channel = self.connection.create_channel().await?;
+            let q = channel
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let _ = channel.close(200, "".into()).await;
+            Ok(q.message_count())
+        })
+        .await
+    }
+
+    /// Deletes the prefix's queues and exchanges (and `extra_queues`).
+    pub(crate) async fn cleanup(&self, extra_queues: &[&str]) {
+        let channel = self.connection.create_channel().await.unwrap();
+        let p = &self.prefix;
+        let mut queues: Vec<String> = ["ingress", "unrouted", "dead"]
+            .iter()
+            .map(|s| format!("{p}.{s}"))
+            .collect();
+        queues.extend(extra_queues.iter().map(|s| s.to_string()));
+        for q in queues {
+            let _ = channel
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in ["events", "unrouted", "dead"] {
+            let _ = channel
+                .exchange_delete(format!("{p}.{x}").into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+/// Retries `attempt` while hookline is still connecting and declaring its topology
+/// (a passive declare or bind fails until then, closing the channel).
+async fn retry_until_declared<T, F, Fut>(attempt: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("hookline never declared its topology: {error}"),
+        }
+    }
+}
+
+/// Messages arriving on a watched queue.
+pub(crate) struct Watch {
+    rx: mpsc::UnboundedReceiver<Seen>,
+}
+
+impl Watch {
+    /// Waits for `n` messages (at most `within`), panicking with what did arrive.
+    pub(crate) async fn take(&mut self, n: usize, within: Duration) -> Vec<Seen> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(seen)) => got.push(seen),
+                _ => panic!(
+                    "expected {n} messages within {within:?}, got {}: {got:#?}",
+                    got.len()
+                ),
+            }
+        }
+        got
+    }
+
+    /// Everything that arrives within `total`.
+    pub(crate) async fn rest_within(&mut self, total: Duration) -> Vec<Seen> {
+        let deadline = tokio::time::Instant::now() + total;
+        let mut got = Vec::new();
+        while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            got.push(seen);
+        }
+        got
+    }
+
+    /// Whatever arrives within `quiet` (to assert that nothing more comes).
+    pub(crate) async fn rest(&mut self, quiet: Duration) -> Vec<Seen> {
+        let mut got = Vec::new();
+        while let Ok(Some(seen)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            got.push(seen);
+        }
+        got
+    }
+}
