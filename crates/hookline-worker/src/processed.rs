@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sled::IVec;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -30,6 +30,11 @@ const MIN_CACHE_BYTES: u64 = 1 << 20;
 // Each chunk is one transaction, and a multi-tree transaction holds sled's global write lock
 // while it commits: small chunks keep `record` and `contains` from stalling behind a big prune.
 const PRUNE_CHUNK: usize = 512;
+
+// sled releases its directory lock on a background thread after the last handle drops, so an
+// open right after a close (a restart in the same process, or a test) can find it still held.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_POLL: Duration = Duration::from_millis(20);
 
 // tokio's interval panics on a zero period, and pruning more often than this only burns CPU.
 const MIN_PRUNE_EVERY: Duration = Duration::from_secs(1);
@@ -51,6 +56,18 @@ pub enum StoreError {
         op: &'static str,
         /// Error reported by sled.
         cause: sled::Error,
+    },
+    /// Another handle, most likely a second worker process, holds the store in `dir`.
+    #[error(
+        "processed-id store {}: held by another process for {}s; is a second worker using the same storage.dir?",
+        dir.display(),
+        waited.as_secs_f32()
+    )]
+    Locked {
+        /// Directory of the store.
+        dir: PathBuf,
+        /// How long the open waited for the lock.
+        waited: Duration,
     },
     /// Reading the store's files in `dir` failed while running `op`.
     #[error("processed-id store {}: {op} failed: {cause}", dir.display())]
@@ -92,15 +109,12 @@ struct Inner {
 impl ProcessedStore {
     /// Opens or creates the store in `dir` with a page cache of at most `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_waiting(dir, cache_bytes, LOCK_WAIT)
+    }
+
+    fn open_waiting(dir: &Path, cache_bytes: u64, lock_wait: Duration) -> Result<Self, StoreError> {
         let sled_err = |op| move |source| sled_error(dir, op, source);
-        // sled counts cache entries by its own size estimate; measured RSS with 1M ids came to
-        // about 3x `cache_bytes`, plus roughly 55 bytes per held id and a fixed base, so this
-        // bounds memory without pinning it to exactly `cache_bytes`.
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES))
-            .open()
-            .map_err(sled_err("open"))?;
+        let db = open_db(dir, cache_bytes, lock_wait)?;
         let ids = db.open_tree(IDS_TREE).map_err(sled_err("open ids tree"))?;
         let by_time = db
             .open_tree(BY_TIME_TREE)
@@ -327,6 +341,40 @@ impl ProcessedStore {
     }
 }
 
+/// Opens sled in `dir`, waiting up to `lock_wait` for a lock that a closing handle still holds.
+fn open_db(dir: &Path, cache_bytes: u64, lock_wait: Duration) -> Result<sled::Db, StoreError> {
+    // sled counts cache entries by its own size estimate; measured RSS with 1M ids came to
+    // about 3x `cache_bytes`, plus roughly 55 bytes per held id and a fixed base, so this
+    // bounds memory without pinning it to exactly `cache_bytes`.
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes.max(MIN_CACHE_BYTES));
+    let started = Instant::now();
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(cause) if is_lock_held(&cause) => {
+                let waited = started.elapsed();
+                if waited >= lock_wait {
+                    return Err(StoreError::Locked {
+                        dir: dir.to_path_buf(),
+                        waited,
+                    });
+                }
+                std::thread::sleep(LOCK_POLL);
+            }
+            Err(cause) => return Err(sled_error(dir, "open", cause)),
+        }
+    }
+}
+
+// sled 0.34 reports a held lock as an `Other` I/O error with this text rather than `WouldBlock`.
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().starts_with("could not acquire lock"))
+}
+
 fn sled_error(dir: &Path, op: &'static str, cause: sled::Error) -> StoreError {
     StoreError::Sled {
         dir: dir.to_path_buf(),
@@ -425,6 +473,42 @@ mod tests {
             assert!(store.contains(id).unwrap(), "{id} lost across reopen");
         }
         assert_eq!(store.prune(at(15)).unwrap(), 2);
+    }
+
+    #[test]
+    fn open_waits_for_a_closing_handle_to_release_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = ProcessedStore::open(dir.path(), CACHE).unwrap();
+        holder.record(&["aisle:1"], at(10)).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            holder.flush_blocking().unwrap();
+            drop(holder);
+        });
+        let store =
+            ProcessedStore::open_waiting(dir.path(), CACHE, Duration::from_secs(5)).unwrap();
+        releaser.join().unwrap();
+        assert!(store.contains("aisle:1").unwrap());
+    }
+
+    #[test]
+    fn open_names_a_store_held_by_another_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let _holder = ProcessedStore::open(dir.path(), CACHE).unwrap();
+        let started = Instant::now();
+        let Err(error) =
+            ProcessedStore::open_waiting(dir.path(), CACHE, Duration::from_millis(100))
+        else {
+            panic!("a held store opened twice");
+        };
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let message = error.to_string();
+        assert!(matches!(error, StoreError::Locked { .. }), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("storage.dir"), "{message}");
     }
 
     #[test]
