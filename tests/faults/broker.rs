@@ -2,7 +2,9 @@
 //! Every 200'd delivery must arrive as its event; duplicates stay within the window of
 //! deliveries in flight when the connection failed (README, "Guarantees").
 
-use crate::harness::{BrokerGuard, FreezableProxy, expect_all, load, rabbitmqctl, serial};
+use crate::harness::{
+    BrokerGuard, FreezableProxy, QueueReport, expect_all, load, rabbitmqctl, serial,
+};
 use crate::support::{AMQP_URL, Broker, Process, TestConfig, wait_for_status};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -17,6 +19,7 @@ struct Running {
     ingress: Process,
     worker: Process,
     observer: String,
+    _report: QueueReport,
     _dir: tempfile::TempDir,
 }
 
@@ -32,12 +35,21 @@ async fn start(amqp_url: &str) -> Running {
         200,
     )
     .await;
+    wait_for_status(
+        &format!("http://127.0.0.1:{}/healthz", config.metrics_port),
+        200,
+    )
+    .await;
     let observer = Broker::connect(&config.prefix).await.observe_events().await;
+    let report = QueueReport {
+        prefix: config.prefix.clone(),
+    };
     Running {
         config,
         ingress,
         worker,
         observer,
+        _report: report,
         _dir: dir,
     }
 }
@@ -75,10 +87,14 @@ async fn broker_stopped_and_started_under_load() {
         result.failed
     );
     let p99 = result.quantile(0.99);
-    let spooled = run.ingress.log_lines_with(
-        "message",
-        "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
-    );
+    let spooled = run
+        .ingress
+        .logged(
+            "message",
+            "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
+            1,
+        )
+        .await;
     assert!(
         !spooled.is_empty(),
         "the ingress spooled while the broker was down"
@@ -103,10 +119,14 @@ async fn resource_alarm_spools_within_the_deadline_then_drains() {
     let p99 = result.quantile(0.99);
     rabbitmqctl(&["set_disk_free_limit", "50000000"]);
     assert!(result.failed.is_empty(), "{:?}", result.failed);
-    let spooled = run.ingress.log_lines_with(
-        "message",
-        "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
-    );
+    let spooled = run
+        .ingress
+        .logged(
+            "message",
+            "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
+            1,
+        )
+        .await;
     assert!(!spooled.is_empty(), "the ingress spooled during the alarm");
     // At most the first requests wait out ack_deadline_ms (800 ms); then straight to the spool.
     assert!(p99 < Duration::from_millis(1000), "p99 {p99:?}");

@@ -1,5 +1,6 @@
 //! A full disk under the spool while the broker is away: the ingress answers 503 with
-//! `Retry-After` (never a 200 it cannot keep), `/readyz` says 503, the process lives on.
+//! `Retry-After` (never a 200 it cannot keep), `/readyz` says 503, the process lives on,
+//! and once space comes back it is ready and spooling again with no restart.
 //! Needs root to mount a 2 MiB tmpfs, as CI and the development machines run.
 
 use crate::harness::serial;
@@ -79,7 +80,36 @@ async fn full_spool_disk_answers_503_and_not_ready() {
     );
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200, "the process lives on");
-    let failed = ingress.log_lines_with("message", "Spool write failed; answering 503.");
+    let failed = ingress
+        .logged("message", "Spool write failed; answering 503.", 1)
+        .await;
     assert!(!failed.is_empty(), "the failure is logged at ERROR");
-    eprintln!("disk full after {accepted} spooled deliveries");
+
+    // Space comes back (an operator grows the volume): readiness returns without any
+    // delivery having to be tried first, and deliveries are spooled again.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&data)
+        .status()
+        .expect("mount runs");
+    assert!(grown.success(), "remount the tmpfs larger");
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    assert!(
+        !ingress
+            .logged("message", "Spool writes succeed again.", 1)
+            .await
+            .is_empty(),
+        "recovery is logged"
+    );
+    let body = r#"{"id":"after-full","event":"ticket_created","data":{}}"#;
+    let (header, value) = sign("aisle", body.as_bytes());
+    let resp = client
+        .post(format!("{base}/webhooks/aisle"))
+        .header(header, value)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "spooling again after recovery");
+    eprintln!("disk full after {accepted} spooled deliveries; recovered");
 }

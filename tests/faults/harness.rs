@@ -51,6 +51,41 @@ impl Drop for BrokerGuard {
     }
 }
 
+/// Prints the broker's view of a test's queues when the test fails, so a failure says
+/// whether events were never published, stuck in a queue or unconsumed.
+pub(crate) struct QueueReport {
+    pub(crate) prefix: String,
+}
+
+impl Drop for QueueReport {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "list_queues",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+            ])
+            .output();
+        eprintln!(
+            "--- queues of {} (ready, unacked, consumers) ---",
+            self.prefix
+        );
+        match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| line.starts_with(&self.prefix))
+                .for_each(|line| eprintln!("{line}")),
+            Err(error) => eprintln!("rabbitmqctl list_queues: {error}"),
+        }
+    }
+}
+
 /// Outcome of a load run: the aisle event ids that got 200, and every latency.
 #[derive(Default)]
 pub(crate) struct Load {

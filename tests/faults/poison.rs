@@ -119,6 +119,11 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
         0,
         "nothing left looping"
     );
-    assert!(!worker.log_lines_with("outcome", "dead_lettered").is_empty());
+    assert!(
+        !worker
+            .logged("outcome", "dead_lettered", 1)
+            .await
+            .is_empty()
+    );
     broker.cleanup(&[]).await;
 }

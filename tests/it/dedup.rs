@@ -66,7 +66,7 @@ async fn duplicates_are_dropped_across_a_worker_restart() {
         "only the new inline event"
     );
     assert!(events.rest(Duration::from_secs(1)).await.is_empty());
-    let dropped = worker.log_lines_with("outcome", "duplicate");
+    let dropped = worker.logged("outcome", "duplicate", 3).await;
     assert_eq!(
         dropped.len(),
         3,

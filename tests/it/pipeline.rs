@@ -173,7 +173,7 @@ async fn every_provider_end_to_end() {
     );
 
     // CONTRACT section 7: one INFO line per event, with these fields.
-    let lines = hookline.log_lines_with("outcome", "published");
+    let lines = hookline.logged("outcome", "published", 7).await;
     assert_eq!(lines.len(), 7, "{lines:#?}");
     for line in &lines {
         for field in ["event_id", "provider", "source", "type", "routing_key"] {

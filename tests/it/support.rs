@@ -156,6 +156,7 @@ pub(crate) async fn start_with(
 /// A running `hookline` process; killed on drop.
 pub(crate) struct Process {
     child: Child,
+    command: String,
     pub(crate) lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -194,7 +195,11 @@ impl Process {
                 }
             });
         }
-        Self { child, lines }
+        Self {
+            child,
+            command: command.to_owned(),
+            lines,
+        }
     }
 
     /// Sends SIGTERM and waits (at most 15 s) for the exit status and the time it took.
@@ -230,6 +235,26 @@ impl Process {
             .collect()
     }
 
+    /// Waits (at most 5 s) until at least `at_least` lines have `field` equal to `value`,
+    /// then returns them; returns what there is on timeout, for the caller to assert on.
+    /// Lines reach the test through a pipe and a reader thread, so they can trail the HTTP
+    /// answer or the event they describe.
+    pub(crate) async fn logged(
+        &self,
+        field: &str,
+        value: &str,
+        at_least: usize,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + LOG_WAIT;
+        loop {
+            let lines = self.log_lines_with(field, value);
+            if lines.len() >= at_least || Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every captured line.
     pub(crate) fn all_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
@@ -244,9 +269,36 @@ pub(crate) fn field_of<'a>(
     line.get(field).or_else(|| line.get("fields")?.get(field))
 }
 
+/// How long [`Process::logged`] waits for a line to come through the pipe.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// Per-event lines: too many to print, and the failing assertion already says which ids.
+const PER_EVENT_MESSAGES: [&str; 2] = ["Event published.", "Duplicate event dropped."];
+
+/// Log lines a failing test prints per process, newest last.
+const LINES_ON_FAILURE: usize = 60;
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test is only as useful as what it says: show what the process logged.
+        if std::thread::panicking() {
+            let lines = self.all_lines();
+            let wanted: Vec<&String> = lines
+                .iter()
+                .filter(|line| !PER_EVENT_MESSAGES.iter().any(|m| line.contains(m)))
+                .collect();
+            let skip = wanted.len().saturating_sub(LINES_ON_FAILURE);
+            eprintln!(
+                "--- hookline {} ({} lines, {} per-event lines left out) ---",
+                self.command,
+                lines.len(),
+                lines.len() - wanted.len()
+            );
+            for line in &wanted[skip..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

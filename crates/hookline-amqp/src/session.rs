@@ -10,9 +10,13 @@ use lapin::{
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// AMQP delivery mode 2: written to disk by the broker.
 const PERSISTENT: u8 = 2;
+
+/// Longest wait for the broker to acknowledge closing a connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -127,13 +131,14 @@ impl Session {
         Ok(Pending(confirm))
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely, waiting at most [`CLOSE_TIMEOUT`] for the broker.
     pub async fn close(&self) {
-        let _ = self
-            .inner
-            .connection
-            .close(200, "shutting down".into())
-            .await;
+        // A frozen peer never answers Connection.Close; the supervisor must still move on.
+        let _ = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            self.inner.connection.close(200, "shutting down".into()),
+        )
+        .await;
     }
 }
 

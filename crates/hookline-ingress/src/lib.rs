@@ -18,12 +18,16 @@ pub use server::serve;
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Confirm channels the ingress publishes on.
 const PUBLISH_CHANNELS: usize = 2;
+
+/// How soon `/readyz` notices that a failed spool disk takes writes again.
+const SPOOL_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the ingress could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,7 @@ pub async fn run(
         config.ingress.ack_deadline(),
     );
     let drainer = tokio::spawn(drain::run(durable.clone(), broker_stop.clone()));
+    let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
     let state = AppState::new(
         &config.sources,
         config.ingress.max_body_bytes,
@@ -80,6 +85,7 @@ pub async fn run(
     serve(listener, router(state), shutdown.cancelled_owned()).await;
     broker_stop.cancel();
     let _ = drainer.await;
+    let _ = prober.await;
     broker.stopped().await;
     spool.close().await;
     info!("Ingress stopped.");

@@ -13,14 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
     TableDefinition,
 };
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 
 /// File name of the spool inside its directory.
 const FILE_NAME: &str = "spool.redb";
@@ -216,6 +217,10 @@ enum Job {
         seqs: Vec<u64>,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
+    /// Rewrites the sequence high-water mark: a real fsynced commit that changes nothing.
+    Probe {
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
 }
 
 impl Spool {
@@ -326,6 +331,42 @@ impl Spool {
         answer
             .await
             .unwrap_or_else(|_| Err(self.inner.shared.closed()))
+    }
+
+    /// Commits and fsyncs one unchanged bookkeeping value: whether the disk takes writes.
+    pub async fn probe(&self) -> Result<(), SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Job(Job::Probe { reply })).await?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(self.inner.shared.closed()))
+    }
+
+    /// Probes every `every` while the spool is unhealthy, until `stop`.
+    ///
+    /// Without it a spool that failed (disk full) would stay unready after space is freed
+    /// until some delivery happened to be spooled, and an unready ingress gets no traffic
+    /// from a load balancer, so that could be never.
+    pub fn spawn_prober(
+        &self,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let spool = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                if !spool.healthy() {
+                    // The writer logs the outcome once per change of health.
+                    let _ = spool.probe().await;
+                }
+            }
+        })
     }
 
     /// How many records are waiting.
@@ -471,7 +512,8 @@ impl Writer {
         if self.needs_reopen
             && let Err(e) = self.reopen()
         {
-            warn!(path = %self.shared.path.display(), error = %e, "Spool reopen failed.");
+            // Still failing since the write that made it unhealthy, which was logged.
+            debug!(path = %self.shared.path.display(), error = %e, "Spool reopen failed.");
             fail_all(batch, &e);
             return;
         }
@@ -503,14 +545,23 @@ impl Writer {
                 }
             }
             Err(e) => {
-                warn!(
-                    path = %self.shared.path.display(),
-                    error = %e,
-                    requests = batch.len(),
-                    disk_full = e.is_disk_full(),
-                    "Spool write failed."
-                );
-                self.shared.healthy.store(false, Ordering::Relaxed);
+                // One line per change of health: a full disk fails every batch and probe.
+                if self.shared.healthy.swap(false, Ordering::Relaxed) {
+                    warn!(
+                        path = %self.shared.path.display(),
+                        error = %e,
+                        requests = batch.len(),
+                        disk_full = e.is_disk_full(),
+                        "Spool write failed; retrying in the background."
+                    );
+                } else {
+                    debug!(
+                        path = %self.shared.path.display(),
+                        error = %e,
+                        requests = batch.len(),
+                        "Spool write still failing."
+                    );
+                }
                 self.needs_reopen = true;
                 // redb fails every later read and write with `PreviousIo` until the database
                 // is reopened. Reopening now rather than at the next write keeps `oldest`
@@ -545,6 +596,7 @@ impl Writer {
             .map_err(|e| write_err(e.into()))?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let (mut added, mut removed) = (0u64, 0u64);
+        let mut probed = false;
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| write_err(e.into()))?;
             for request in batch {
@@ -576,9 +628,13 @@ impl Writer {
                         }
                         outcomes.push(Ok(0));
                     }
+                    Job::Probe { .. } => {
+                        probed = true;
+                        outcomes.push(Ok(0));
+                    }
                 }
             }
-            if added > 0 {
+            if added > 0 || probed {
                 let mut meta = txn.open_table(META).map_err(|e| write_err(e.into()))?;
                 meta.insert(NEXT_SEQ, self.next_seq)
                     .map_err(|e| write_err(e.into()))?;
@@ -623,7 +679,8 @@ impl Writer {
         shared.depth.store(state.depth, Ordering::Relaxed);
         metrics::gauge!("hookline_spool_depth").set(state.depth as f64);
         self.needs_reopen = false;
-        info!(path = %shared.path.display(), depth = state.depth, "Spool reopened after a failed write.");
+        // Follows every failed write, so it is as frequent as they are: not an operator's line.
+        debug!(path = %shared.path.display(), depth = state.depth, "Spool reopened after a failed write.");
         Ok(())
     }
 }
@@ -643,7 +700,7 @@ fn answer_one(job: Job, outcome: Result<u64, SpoolError>) {
         Job::Append { reply, .. } => {
             let _ = reply.send(outcome);
         }
-        Job::Remove { reply, .. } => {
+        Job::Remove { reply, .. } | Job::Probe { reply } => {
             let _ = reply.send(outcome.map(|_| ()));
         }
     }
@@ -904,6 +961,52 @@ mod tests {
         assert_eq!(stored.len(), 21 + 2 - failed);
         assert_eq!(stored[0], (kept, record("kept")));
         assert_eq!(stored.last().unwrap(), &(next, record("next")));
+    }
+
+    #[tokio::test]
+    async fn prober_restores_health_without_any_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let kept = spool.append(record("kept")).await.unwrap();
+        spool
+            .inner
+            .shared
+            .fail_next_commit
+            .store(true, Ordering::Relaxed);
+        assert!(spool.append(record("lost")).await.is_err());
+        assert!(!spool.healthy());
+        let commits = spool.inner.shared.commits.load(Ordering::Relaxed);
+
+        let stop = CancellationToken::new();
+        let prober = spool.spawn_prober(Duration::from_millis(10), stop.clone());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !spool.healthy() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a probe commit made the spool healthy again");
+        // Healthy spools are not probed: no commit without work.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            spool.inner.shared.commits.load(Ordering::Relaxed),
+            commits + 1
+        );
+        stop.cancel();
+        prober.await.unwrap();
+
+        assert_eq!(spool.depth(), 1);
+        let next = spool.append(record("next")).await.unwrap();
+        assert!(next > kept + 1, "the failed append's number is not reused");
+        drop(spool);
+        let reopened = Spool::open(dir.path()).unwrap();
+        let seqs: Vec<u64> = reopened
+            .oldest(10)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(seqs, vec![kept, next]);
     }
 
     #[tokio::test]

@@ -14,6 +14,13 @@ use tracing::{info, warn};
 /// How long in-flight deliveries get to finish after shutdown starts.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// Longest wait for the broker to acknowledge closing the consumer's channel.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the loop checks that its connection still lives: a consumer stream is not
+/// guaranteed to end when the connection dies, and a worker must never wait on a dead one.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Why consuming stopped.
 pub(crate) enum Stopped {
     /// Shutdown was requested and in-flight work is finished or handed back.
@@ -54,9 +61,13 @@ pub(crate) async fn consume(
     info!(queue = %queue, prefetch, "Worker consuming.");
 
     let mut tasks = JoinSet::new();
+    let mut liveness = tokio::time::interval(LIVENESS_EVERY);
     let stopped = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Stopped::Shutdown,
+            _ = liveness.tick() => if !ctx.session.is_alive() {
+                break Stopped::Lost("connection closed".into());
+            },
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
@@ -89,6 +100,7 @@ pub(crate) async fn consume(
     } else {
         tasks.abort_all();
     }
-    let _ = channel.close(200, "worker stopping".into()).await;
+    // Closing waits for the broker's answer, which a dead connection never sends.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "worker stopping".into())).await;
     stopped
 }
