@@ -1,10 +1,15 @@
-//! Log setup: `RUST_LOG` filters (default `info`); `HOOKLINE_LOG_FORMAT=json` makes every
-//! line one JSON object.
+//! Log setup: `RUST_LOG` filters (default [`DEFAULT_FILTER`]); `HOOKLINE_LOG_FORMAT=json`
+//! makes every line one JSON object.
 
 use hookline_core::Config;
 use hookline_core::config::ConfigError;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
+
+/// Used when `RUST_LOG` is unset. lapin logs a dropped connection as two ERROR lines of its
+/// own; hookline already logs that state change once, with the cause, at WARN, and an
+/// operator reads ERROR as "look at this now".
+const DEFAULT_FILTER: &str = "info,lapin=off";
 
 fn json() -> bool {
     std::env::var("HOOKLINE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
@@ -12,7 +17,8 @@ fn json() -> bool {
 
 /// Installs the global subscriber.
 pub(crate) fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
