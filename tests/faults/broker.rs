@@ -55,6 +55,17 @@ async fn start(amqp_url: &str) -> Running {
 }
 
 impl Running {
+    /// The ingress's "spooling" state-change lines so far.
+    async fn spooled(&self) -> Vec<serde_json::Value> {
+        self.ingress
+            .logged(
+                "message",
+                "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
+                1,
+            )
+            .await
+    }
+
     fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.config.ingress_port)
     }
@@ -87,14 +98,7 @@ async fn broker_stopped_and_started_under_load() {
         result.failed
     );
     let p99 = result.quantile(0.99);
-    let spooled = run
-        .ingress
-        .logged(
-            "message",
-            "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
-            1,
-        )
-        .await;
+    let spooled = run.spooled().await;
     assert!(
         !spooled.is_empty(),
         "the ingress spooled while the broker was down"
@@ -119,14 +123,7 @@ async fn resource_alarm_spools_within_the_deadline_then_drains() {
     let p99 = result.quantile(0.99);
     rabbitmqctl(&["set_disk_free_limit", "50000000"]);
     assert!(result.failed.is_empty(), "{:?}", result.failed);
-    let spooled = run
-        .ingress
-        .logged(
-            "message",
-            "Broker unavailable or slow; spooling deliveries to disk until it recovers.",
-            1,
-        )
-        .await;
+    let spooled = run.spooled().await;
     assert!(!spooled.is_empty(), "the ingress spooled during the alarm");
     // At most the first requests wait out ack_deadline_ms (800 ms); then straight to the spool.
     assert!(p99 < Duration::from_millis(1000), "p99 {p99:?}");

@@ -4,7 +4,7 @@
 //! Needs root to mount a 2 MiB tmpfs, as CI and the development machines run.
 
 use crate::harness::serial;
-use crate::support::{Process, TestConfig, free_port, sign, wait_for_status};
+use crate::support::{Process, TestConfig, free_port, post_signed, sign, wait_for_status};
 use std::process::Command;
 
 /// Unmounts the tmpfs when dropped, also when the test fails.
@@ -102,14 +102,7 @@ async fn full_spool_disk_answers_503_and_not_ready() {
         "recovery is logged"
     );
     let body = r#"{"id":"after-full","event":"ticket_created","data":{}}"#;
-    let (header, value) = sign("aisle", body.as_bytes());
-    let resp = client
-        .post(format!("{base}/webhooks/aisle"))
-        .header(header, value)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "spooling again after recovery");
+    let (status, _) = post_signed(&base, "aisle", "aisle", body).await;
+    assert_eq!(status, 200, "spooling again after recovery");
     eprintln!("disk full after {accepted} spooled deliveries; recovered");
 }

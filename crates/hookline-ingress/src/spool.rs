@@ -769,10 +769,18 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    use std::time::Duration;
 
     /// Set in the child process of the crash test; names the spool directory.
     const CRASH_DIR_ENV: &str = "HOOKLINE_SPOOL_CRASH_DIR";
+
+    /// Makes the next commit fail as a full disk would.
+    fn fail_next_commit(spool: &Spool) {
+        spool
+            .inner
+            .shared
+            .fail_next_commit
+            .store(true, Ordering::Relaxed);
+    }
 
     fn record(id: &str) -> SpoolRecord {
         SpoolRecord {
@@ -921,11 +929,7 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         let kept = spool.append(record("kept")).await.unwrap();
 
-        spool
-            .inner
-            .shared
-            .fail_next_commit
-            .store(true, Ordering::Relaxed);
+        fail_next_commit(&spool);
         let waiters: Vec<_> = (0..20)
             .map(|i| {
                 let spool = spool.clone();
@@ -943,11 +947,7 @@ mod tests {
         }
         assert!(failed >= 1);
 
-        spool
-            .inner
-            .shared
-            .fail_next_commit
-            .store(true, Ordering::Relaxed);
+        fail_next_commit(&spool);
         let alone = spool.append(record("alone")).await;
         assert!(matches!(alone, Err(SpoolError::Commit { .. })), "{alone:?}");
         failed += 1;
@@ -968,11 +968,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let kept = spool.append(record("kept")).await.unwrap();
-        spool
-            .inner
-            .shared
-            .fail_next_commit
-            .store(true, Ordering::Relaxed);
+        fail_next_commit(&spool);
         assert!(spool.append(record("lost")).await.is_err());
         assert!(!spool.healthy());
         let commits = spool.inner.shared.commits.load(Ordering::Relaxed);
