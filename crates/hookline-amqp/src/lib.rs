@@ -10,5 +10,5 @@ mod topology;
 pub use broker::{Broker, BrokerOptions, parse_url};
 pub use error::PublishError;
 pub use lapin;
-pub use session::{Pending, Session};
+pub use session::{CLOSE_TIMEOUT, Pending, Session};
 pub use topology::Topology;

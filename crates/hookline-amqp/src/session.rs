@@ -15,8 +15,9 @@ use std::time::Duration;
 /// AMQP delivery mode 2: written to disk by the broker.
 const PERSISTENT: u8 = 2;
 
-/// Longest wait for the broker to acknowledge closing a connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the broker to acknowledge closing a connection or channel: a frozen
+/// peer never answers.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 

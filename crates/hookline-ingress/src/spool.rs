@@ -782,6 +782,11 @@ mod tests {
             .store(true, Ordering::Relaxed);
     }
 
+    /// Sequence numbers of the first 100 records, oldest first.
+    fn stored_seqs(spool: &Spool) -> Vec<u64> {
+        spool.oldest(100).unwrap().iter().map(|(s, _)| *s).collect()
+    }
+
     fn record(id: &str) -> SpoolRecord {
         SpoolRecord {
             delivery_id: id.to_owned(),
@@ -847,7 +852,7 @@ mod tests {
         assert!(next > seqs[4], "{next} after {seqs:?}");
 
         // Even a spool drained empty must not hand out old numbers again.
-        let all: Vec<u64> = spool.oldest(100).unwrap().iter().map(|(s, _)| *s).collect();
+        let all = stored_seqs(&spool);
         spool.remove(all).await.unwrap();
         assert_eq!(spool.depth(), 0);
         drop(spool);
@@ -914,13 +919,7 @@ mod tests {
         }
         // close released the file, so the same process can open it at once.
         let reopened = Spool::open(dir.path()).unwrap();
-        let stored: Vec<u64> = reopened
-            .oldest(100)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        assert_eq!(stored, acked);
+        assert_eq!(stored_seqs(&reopened), acked);
     }
 
     #[tokio::test]
@@ -996,13 +995,7 @@ mod tests {
         assert!(next > kept + 1, "the failed append's number is not reused");
         drop(spool);
         let reopened = Spool::open(dir.path()).unwrap();
-        let seqs: Vec<u64> = reopened
-            .oldest(10)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        assert_eq!(seqs, vec![kept, next]);
+        assert_eq!(stored_seqs(&reopened), vec![kept, next]);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 use crate::process::{Context, process};
 use futures_util::StreamExt;
+use hookline_amqp::CLOSE_TIMEOUT;
 use hookline_amqp::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use hookline_amqp::lapin::types::FieldTable;
 use std::sync::Arc;
@@ -13,9 +14,6 @@ use tracing::{info, warn};
 
 /// How long in-flight deliveries get to finish after shutdown starts.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(7);
-
-/// Longest wait for the broker to acknowledge closing the consumer's channel.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the loop checks that its connection still lives: a consumer stream is not
 /// guaranteed to end when the connection dies, and a worker must never wait on a dead one.
