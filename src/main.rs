@@ -6,7 +6,6 @@ mod shutdown;
 
 use clap::{Parser, Subcommand};
 use hookline_core::Config;
-use hookline_core::config::{ConfigError, Problem};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
-    let config = match load(&cli.config) {
+    let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(problems) => {
             logging::config_problems(&problems);
@@ -71,21 +70,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// The config, plus the one check that needs the AMQP URL parser.
-fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-    let config = Config::load(path)?;
-    if let Err(message) = hookline_amqp::parse_url(&config.amqp.url) {
-        return Err(ConfigError {
-            problems: vec![Problem {
-                origin: path.display().to_string(),
-                key: "amqp.url".into(),
-                message: format!("not a valid AMQP URL: {message}"),
-            }],
-        });
-    }
-    Ok(config)
 }
 
 async fn serve(command: Command, config: Config) -> anyhow::Result<()> {

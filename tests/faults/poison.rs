@@ -40,21 +40,21 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
         (
             "not JSON",
             BasicProperties::default()
-                .with_message_id("p2".into())
+                .with_message_id("0192f0c4-0000-7000-8000-000000000002".into())
                 .with_headers(ours("aisle")),
             "not JSON",
         ),
         (
             "unknown provider",
             BasicProperties::default()
-                .with_message_id("p3".into())
+                .with_message_id("0192f0c4-0000-7000-8000-000000000003".into())
                 .with_headers(ours("paypal")),
             "unknown provider",
         ),
         (
             "missing id",
             BasicProperties::default()
-                .with_message_id("p4".into())
+                .with_message_id("0192f0c4-0000-7000-8000-000000000004".into())
                 .with_headers(ours("aisle")),
             "`id`",
         ),
@@ -63,12 +63,20 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
             BasicProperties::default().with_headers(ours("aisle")),
             "message_id",
         ),
+        (
+            "message id not a delivery id",
+            BasicProperties::default()
+                .with_message_id("p6".into())
+                .with_headers(ours("aisle")),
+            "not a delivery id",
+        ),
     ];
     let bodies = [
         "{}",
         "not json {",
         "{}",
         r#"{"event":"ticket_created"}"#,
+        r#"{"id":"x","event":"y"}"#,
         r#"{"id":"x","event":"y"}"#,
     ];
     let channel = broker.connection.create_channel().await.unwrap();

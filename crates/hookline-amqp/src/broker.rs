@@ -26,8 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a [`Broker`] connects to and how.
 #[derive(Clone)]
 pub struct BrokerOptions {
-    /// AMQP URI (`heartbeat` is added when absent).
-    pub url: String,
+    /// AMQP URI, validated by the config (`heartbeat` is added when absent).
+    pub uri: AMQPUri,
     /// `ingress` or `worker`: names the connection in RabbitMQ and in logs.
     pub role: &'static str,
     /// Confirm channels to publish on.
@@ -36,13 +36,12 @@ pub struct BrokerOptions {
     pub topology: Topology,
 }
 
-/// Parses an AMQP URL and adds the default heartbeat; the error never contains the URL.
-pub fn parse_url(url: &str) -> Result<AMQPUri, String> {
-    let mut uri: AMQPUri = url.parse()?;
+/// The URI with hookline's heartbeat when it sets none.
+fn with_default_heartbeat(mut uri: AMQPUri) -> AMQPUri {
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
     }
-    Ok(uri)
+    uri
 }
 
 /// A supervised broker connection (cheap to clone).
@@ -60,9 +59,9 @@ struct Inner {
 }
 
 impl Broker {
-    /// Validates `options.url` and starts supervising in the background.
-    pub fn start(options: BrokerOptions, shutdown: CancellationToken) -> Result<Broker, String> {
-        let uri = parse_url(&options.url).map_err(|e| format!("amqp.url: {e}"))?;
+    /// Starts supervising in the background.
+    pub fn start(options: BrokerOptions, shutdown: CancellationToken) -> Broker {
+        let uri = with_default_heartbeat(options.uri.clone());
         let broker = Broker {
             inner: Arc::new(Inner {
                 state: watch::Sender::new(None),
@@ -74,7 +73,7 @@ impl Broker {
         };
         let task = tokio::spawn(supervise(broker.inner.clone(), options, uri));
         *broker.inner.task.lock().expect("task lock") = Some(task);
-        Ok(broker)
+        broker
     }
 
     /// The live session, if connected.

@@ -12,6 +12,9 @@ pub enum PublishError {
     /// No queue was bound to take the message (mandatory publish returned).
     #[error("the broker returned the message as unroutable: {0}")]
     Returned(String),
+    /// The confirm did not arrive in time; the message may or may not be stored.
+    #[error("no confirm within {0:?}")]
+    Timeout(std::time::Duration),
     /// The channel or connection failed before the confirm arrived.
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),

@@ -4,10 +4,11 @@
 mod broker;
 mod error;
 pub mod headers;
+pub mod message;
 mod session;
 mod topology;
 
-pub use broker::{Broker, BrokerOptions, parse_url};
+pub use broker::{Broker, BrokerOptions};
 pub use error::PublishError;
 pub use lapin;
 pub use session::{CLOSE_TIMEOUT, Pending, Session};

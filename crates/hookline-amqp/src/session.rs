@@ -9,7 +9,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// AMQP delivery mode 2: written to disk by the broker.
@@ -19,8 +19,6 @@ const PERSISTENT: u8 = 2;
 /// peer never answers.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
 /// A connected broker session (cheap to clone).
 #[derive(Clone)]
 pub struct Session {
@@ -28,7 +26,6 @@ pub struct Session {
 }
 
 struct Inner {
-    id: u64,
     connection: Connection,
     channels: Vec<Channel>,
     next: AtomicUsize,
@@ -57,17 +54,11 @@ impl Session {
         }
         Ok(Session {
             inner: Arc::new(Inner {
-                id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
                 connection,
                 channels,
                 next: AtomicUsize::new(0),
             }),
         })
-    }
-
-    /// Identifies this session among reconnects.
-    pub fn id(&self) -> u64 {
-        self.inner.id
     }
 
     /// The underlying connection.

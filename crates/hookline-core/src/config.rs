@@ -22,6 +22,18 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     /// A delivery the broker has not confirmed by then goes to the spool.
     pub ack_deadline_ms: u64,
+    /// A body not complete this long after its headers: 408, connection closed.
+    pub body_timeout_ms: u64,
+    /// Longest time from a request's headers to its answer.
+    pub request_timeout_ms: u64,
+    /// Open connections at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests being read or stored at once; more get 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Body bytes held in memory at once across all requests; beyond it, 503.
+    pub body_budget_bytes: usize,
+    /// Request headers allowed (more: 431).
+    pub max_headers: usize,
 }
 
 impl Default for IngressConfig {
@@ -30,6 +42,12 @@ impl Default for IngressConfig {
             listen: ([0, 0, 0, 0], 8080).into(),
             max_body_bytes: 262_144,
             ack_deadline_ms: 800,
+            body_timeout_ms: 10_000,
+            request_timeout_ms: 15_000,
+            max_connections: 10_000,
+            max_in_flight: 1024,
+            body_budget_bytes: 64 * 1024 * 1024,
+            max_headers: 256,
         }
     }
 }
@@ -38,6 +56,16 @@ impl IngressConfig {
     /// `ack_deadline_ms` as a duration.
     pub fn ack_deadline(&self) -> Duration {
         Duration::from_millis(self.ack_deadline_ms)
+    }
+
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -135,6 +163,8 @@ struct RawSource {
     provider: String,
     secrets: Option<Vec<Secret>>,
     secret_env: Option<String>,
+    timestamp_tolerance_s: Option<u64>,
+    budget_ms: Option<u64>,
 }
 
 /// `[[subscriptions]]`: a durable queue the worker declares and binds.
@@ -158,6 +188,9 @@ struct RawConfig {
     subscriptions: Vec<Subscription>,
 }
 
+/// Default `[[sources]] timestamp_tolerance_s`: the Standard Webhooks scheme's 5 minutes.
+pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(300);
+
 /// One validated endpoint: `POST /webhooks/<name>`.
 #[derive(Clone)]
 pub struct SourceSpec {
@@ -165,8 +198,36 @@ pub struct SourceSpec {
     pub name: String,
     /// The provider that signs and shapes its deliveries.
     pub provider: &'static dyn Provider,
-    /// Every accepted secret (rotation).
+    /// Every accepted HMAC key (rotation), as the provider derives them from the secrets.
     pub secrets: Vec<Secret>,
+    /// How far a signed timestamp may be from the receive time (providers that sign one).
+    pub timestamp_tolerance: Duration,
+    /// How long the provider waits for an answer: answers slower than this are counted.
+    pub budget: Duration,
+}
+
+impl SourceSpec {
+    /// A source with the provider's defaults; the error says why a secret is unusable.
+    pub fn new(
+        name: impl Into<String>,
+        provider: &'static dyn Provider,
+        secrets: Vec<Secret>,
+    ) -> Result<Self, String> {
+        let keys = secrets
+            .iter()
+            .map(|secret| {
+                let text = String::from_utf8_lossy(secret.expose());
+                provider.signing_key(&text).map(Secret::from_key)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            name: name.into(),
+            provider,
+            secrets: keys,
+            timestamp_tolerance: DEFAULT_TIMESTAMP_TOLERANCE,
+            budget: provider.response_budget(),
+        })
+    }
 }
 
 impl fmt::Debug for SourceSpec {
@@ -175,7 +236,26 @@ impl fmt::Debug for SourceSpec {
             .field("name", &self.name)
             .field("provider", &self.provider.name())
             .field("secrets", &self.secrets)
+            .field("timestamp_tolerance", &self.timestamp_tolerance)
+            .field("budget", &self.budget)
             .finish()
+    }
+}
+
+/// A parsed AMQP URL; `Debug` and `Display` show only host and port (it may hold a password).
+#[derive(Clone, PartialEq)]
+pub struct AmqpUri(pub amq_protocol_uri::AMQPUri);
+
+impl fmt::Display for AmqpUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let authority = &self.0.authority;
+        write!(f, "{}:{}", authority.host, authority.port)
+    }
+}
+
+impl fmt::Debug for AmqpUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AmqpUri({self})")
     }
 }
 
@@ -188,6 +268,8 @@ pub struct Config {
     pub ingress: IngressConfig,
     /// `[amqp]`.
     pub amqp: AmqpConfig,
+    /// The broker nodes to connect to, parsed from `amqp.url`.
+    pub amqp_uris: Vec<AmqpUri>,
     /// `[storage]`.
     pub storage: StorageConfig,
     /// `[worker]`.
@@ -312,21 +394,37 @@ fn validate(
             "must be greater than 0".into(),
         );
     }
-    if raw.ingress.ack_deadline_ms == 0 {
+    for (key, value) in [
+        ("ack_deadline_ms", raw.ingress.ack_deadline_ms),
+        ("body_timeout_ms", raw.ingress.body_timeout_ms),
+        ("request_timeout_ms", raw.ingress.request_timeout_ms),
+        ("max_connections", raw.ingress.max_connections as u64),
+        ("max_in_flight", raw.ingress.max_in_flight as u64),
+        ("max_headers", raw.ingress.max_headers as u64),
+    ] {
+        if value == 0 {
+            problem(format!("ingress.{key}"), "must be greater than 0".into());
+        }
+    }
+    if raw.ingress.body_budget_bytes < raw.ingress.max_body_bytes {
         problem(
-            "ingress.ack_deadline_ms".into(),
-            "must be greater than 0".into(),
+            "ingress.body_budget_bytes".into(),
+            format!(
+                "must be at least ingress.max_body_bytes ({}), or no body of that size could ever be read",
+                raw.ingress.max_body_bytes
+            ),
         );
     }
     if raw.amqp.prefix.is_empty() {
         problem("amqp.prefix".into(), "must not be empty".into());
     }
-    if !(raw.amqp.url.starts_with("amqp://") || raw.amqp.url.starts_with("amqps://")) {
-        problem(
-            "amqp.url".into(),
-            "must start with amqp:// or amqps://".into(),
-        );
-    }
+    let amqp_uris = match amqp_url(&raw.amqp.url) {
+        Ok(uri) => vec![uri],
+        Err(message) => {
+            problem("amqp.url".into(), message);
+            Vec::new()
+        }
+    };
     if raw.worker.prefetch == 0 {
         problem("worker.prefetch".into(), "must be at least 1".into());
     }
@@ -416,11 +514,22 @@ fn validate(
                 );
             }
         }
-        sources.push(SourceSpec {
-            name: source.name,
-            provider,
-            secrets,
-        });
+        let mut spec = match SourceSpec::new(source.name, provider, secrets) {
+            Ok(spec) => spec,
+            Err(message) => {
+                problem(key, message);
+                continue;
+            }
+        };
+        if let Some(seconds) = source.timestamp_tolerance_s {
+            spec.timestamp_tolerance = Duration::from_secs(seconds);
+        }
+        match source.budget_ms {
+            Some(0) => problem(at("budget_ms"), "must be greater than 0".into()),
+            Some(ms) => spec.budget = Duration::from_millis(ms),
+            None => {}
+        }
+        sources.push(spec);
     }
 
     for (i, sub) in raw.subscriptions.iter().enumerate() {
@@ -445,11 +554,23 @@ fn validate(
         path: path.to_owned(),
         ingress: raw.ingress,
         amqp: raw.amqp,
+        amqp_uris,
         storage: raw.storage,
         worker: raw.worker,
         sources,
         subscriptions: raw.subscriptions,
     })
+}
+
+/// Parses an AMQP URL the way the broker client will; the message never repeats the URL,
+/// which may hold a password.
+pub fn amqp_url(url: &str) -> Result<AmqpUri, String> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err("must start with amqp:// or amqps://".into());
+    }
+    url.parse()
+        .map(AmqpUri)
+        .map_err(|e: String| format!("not a valid AMQP URL: {}", e.replace(url, "<url>")))
 }
 
 fn is_source_name(name: &str) -> bool {

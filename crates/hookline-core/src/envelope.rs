@@ -2,11 +2,9 @@
 
 use crate::delivery::DeliveryMeta;
 use crate::provider::{self, Malformed, Provider, ProviderEvent};
+use crate::timestamp::format_timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::FormatItem;
-use time::macros::format_description;
 
 /// One normalized event, as published on `<prefix>.events` (CONTRACT section 6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +79,7 @@ pub fn normalize_delivery(
         .ok_or_else(|| NormalizeError::UnknownProvider(meta.provider.clone()))?;
     let value: Value = serde_json::from_slice(body)?;
     Ok(provider
-        .events(&value)?
+        .events(&value, &meta.forwarded())?
         .into_iter()
         .map(|event| envelope(provider, meta, event))
         .collect())
@@ -95,32 +93,10 @@ fn envelope(provider: &dyn Provider, meta: &DeliveryMeta, event: ProviderEvent) 
         event_type: normalize_type(&event.provider_type, provider.type_separator()),
         provider_type: event.provider_type,
         occurred_at: event.occurred_at,
-        received_at: meta.received_at.clone(),
-        delivery_id: meta.delivery_id.clone(),
+        received_at: format_timestamp(meta.received_at),
+        delivery_id: meta.delivery_id.to_string(),
         data: event.data,
     }
-}
-
-const MILLIS_UTC: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-
-/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
-pub fn format_timestamp(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .format(MILLIS_UTC)
-        .expect("a UTC date with a four-digit year always formats")
-}
-
-/// Formats JavaScript epoch milliseconds; `None` when out of range.
-pub fn format_epoch_millis(millis: f64) -> Option<String> {
-    if !millis.is_finite() {
-        return None;
-    }
-    let nanos = (millis.round() as i128).checked_mul(1_000_000)?;
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
-    (0..=9999)
-        .contains(&at.year())
-        .then(|| format_timestamp(at))
 }
 
 #[cfg(test)]
@@ -156,26 +132,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn epoch_millis() {
-        assert_eq!(
-            format_epoch_millis(1524181344796.0).as_deref(),
-            Some("2018-04-19T23:42:24.796Z")
-        );
-        assert_eq!(
-            format_epoch_millis(0.0).as_deref(),
-            Some("1970-01-01T00:00:00.000Z")
-        );
-        assert_eq!(format_epoch_millis(f64::NAN), None);
-        assert_eq!(format_epoch_millis(1e30), None);
-    }
-
     fn meta(provider: &str, source: &str) -> DeliveryMeta {
         DeliveryMeta {
-            delivery_id: "0192f0c4-0000-7000-8000-000000000001".into(),
+            delivery_id: "0192f0c4-0000-7000-8000-000000000001".parse().unwrap(),
             source: source.into(),
             provider: provider.into(),
-            received_at: "2026-11-22T10:00:00.123Z".into(),
+            received_at: crate::timestamp::parse_timestamp("2026-11-22T10:00:00.123Z").unwrap(),
+            headers: Vec::new(),
         }
     }
 

@@ -5,22 +5,27 @@ use std::fmt;
 
 /// A signing secret; only [`Secret::expose`] reveals it, and only to the HMAC code.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Vec<u8>);
 
 impl Secret {
-    /// Wraps a secret value.
+    /// Wraps a secret as configured (text).
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(value.into().into_bytes())
+    }
+
+    /// Wraps an HMAC key derived from a configured secret (e.g. a decoded `whsec_`).
+    pub fn from_key(key: Vec<u8>) -> Self {
+        Self(key)
     }
 
     /// The secret's bytes, for keying an HMAC.
     pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Length in characters, so validation can report it without printing the value.
     pub fn char_len(&self) -> usize {
-        self.0.chars().count()
+        String::from_utf8_lossy(&self.0).chars().count()
     }
 }
 
@@ -32,7 +37,7 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        String::deserialize(deserializer).map(Secret::new)
     }
 }
 

@@ -1,6 +1,7 @@
 //! HMAC checks shared by the providers: label stripping, hex/base64 decoding and
 //! constant-time comparison against every configured secret (rotation).
 
+use crate::provider::{Refusal, Request};
 use crate::secret::Secret;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
@@ -51,10 +52,17 @@ pub fn matches_any(
     })
 }
 
-/// The common rule: a hex HMAC-SHA256 of the raw body, `sha256=` label optional.
-pub fn raw_body_sha256_hex(signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
+/// The common rule: `header` holds a hex HMAC-SHA256 of the raw body, `sha256=` label optional.
+pub fn raw_body_sha256_hex(
+    request: &Request<'_>,
+    header: &'static str,
+    secrets: &[Secret],
+) -> Result<(), Refusal> {
+    let signature = request.headers.require(header)?;
     decode_hex(strip_label(signature, "sha256"))
-        .is_some_and(|tag| matches_any(Algorithm::Sha256, secrets, body, &tag))
+        .is_some_and(|tag| matches_any(Algorithm::Sha256, secrets, request.body, &tag))
+        .then_some(())
+        .ok_or(Refusal::Mismatch { header })
 }
 
 fn verify<M: Mac + KeyInit>(secret: &Secret, message: &[u8], expected: &[u8]) -> bool {

@@ -3,11 +3,11 @@
 //! the spool until the drainer has emptied it, so a slow broker costs one deadline, not one
 //! per request.
 
-use crate::message::{properties, to_record};
 use crate::spool::Spool;
 use crate::telemetry;
+use hookline_amqp::message::properties;
 use hookline_amqp::{Broker, PublishError};
-use hookline_core::VerifiedDelivery;
+use hookline_core::{VerifiedDelivery, wire};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -80,13 +80,11 @@ impl Durable {
             self.fall_back(&reason);
         }
         if inner.direct.load(Ordering::Relaxed) {
-            let publish = inner.broker.publish(
-                "",
-                &inner.queue,
-                delivery.body(),
-                properties(delivery.meta()),
-                true,
-            );
+            let message = wire::single(delivery.meta(), delivery.body());
+            let publish =
+                inner
+                    .broker
+                    .publish("", &inner.queue, &message.body, properties(&message), true);
             match tokio::time::timeout(inner.deadline, publish).await {
                 Ok(Ok(())) => return Ok(StoredIn::Broker),
                 Ok(Err(error)) => self.fall_back(&error),
@@ -97,7 +95,7 @@ impl Durable {
             }
         }
         // The spool gets its own deadline: a stalled disk must answer 503, not hang.
-        match tokio::time::timeout(inner.deadline, inner.spool.append(to_record(delivery))).await {
+        match tokio::time::timeout(inner.deadline, inner.spool.append(delivery)).await {
             Ok(Ok(_)) => {
                 inner.wake_drainer.notify_one();
                 Ok(StoredIn::Spool)

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hookline_core::Rejection;
+use hookline_core::{Refusal, Rejection};
 use serde::Serialize;
 
 /// Seconds a sender should wait before retrying after a 503.
@@ -15,7 +15,7 @@ pub enum ApiError {
     /// No source has that name.
     #[error("no source is named {0:?}")]
     UnknownSource(String),
-    /// Signature missing, wrong, or body malformed.
+    /// Signature missing, repeated, stale or wrong, or body malformed.
     #[error(transparent)]
     Rejected(#[from] Rejection),
     /// The body is over `ingress.max_body_bytes`.
@@ -40,12 +40,14 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::UnknownSource(_) => (StatusCode::NOT_FOUND, "unknown_source"),
-            ApiError::Rejected(Rejection::MissingSignature { .. }) => {
-                (StatusCode::UNAUTHORIZED, "missing_signature")
-            }
-            ApiError::Rejected(Rejection::InvalidSignature { .. }) => {
-                (StatusCode::UNAUTHORIZED, "invalid_signature")
-            }
+            ApiError::Rejected(Rejection::Signature(refusal)) => match refusal {
+                Refusal::Missing { .. } | Refusal::Unreadable { .. } => {
+                    (StatusCode::UNAUTHORIZED, "missing_signature")
+                }
+                Refusal::Duplicate { .. } => (StatusCode::BAD_REQUEST, "duplicate_header"),
+                Refusal::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_timestamp"),
+                Refusal::Mismatch { .. } => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            },
             ApiError::Rejected(Rejection::Malformed(_)) | ApiError::MissingEcho => {
                 (StatusCode::BAD_REQUEST, "malformed_payload")
             }
@@ -80,5 +82,11 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::Rejected(Rejection::Signature(refusal))
     }
 }

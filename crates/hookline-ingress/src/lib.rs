@@ -1,10 +1,8 @@
 //! hookline's HTTP ingress: verify each delivery, make it durable (broker confirm or
 //! fsynced spool), answer within the sender's budget.
 
-mod drain;
 mod durable;
 mod error;
-mod message;
 mod routes;
 mod server;
 pub mod spool;
@@ -17,6 +15,7 @@ pub use server::serve;
 
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
+use hookline_core::storage::StorageError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,10 +33,7 @@ const SPOOL_PROBE_EVERY: Duration = Duration::from_secs(1);
 pub enum IngressError {
     /// The spool could not be opened.
     #[error("cannot open the spool: {0}")]
-    Spool(#[from] spool::SpoolError),
-    /// The broker settings are unusable.
-    #[error("{0}")]
-    Broker(String),
+    Spool(#[from] StorageError),
 }
 
 /// Runs the ingress on `listener` until `shutdown`, then finishes open requests, stops the
@@ -48,27 +44,29 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let spool = spool::Spool::open(&config.storage.spool_dir())?;
+    let dir = config.storage.spool_dir();
+    let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&dir))
+        .await
+        .expect("opening the spool does not panic")?;
     // The broker outlives the HTTP server so requests still in flight get their confirms.
     let broker_stop = CancellationToken::new();
     let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
     let broker = Broker::start(
         BrokerOptions {
-            url: config.amqp.url.clone(),
+            uri: config.amqp_uris[0].0.clone(),
             role: "ingress",
             channels: PUBLISH_CHANNELS,
             topology: topology.clone(),
         },
         broker_stop.clone(),
-    )
-    .map_err(IngressError::Broker)?;
+    );
     let durable = Durable::new(
         broker.clone(),
         spool.clone(),
         topology.ingress_queue(),
         config.ingress.ack_deadline(),
     );
-    let drainer = tokio::spawn(drain::run(durable.clone(), broker_stop.clone()));
+    let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
     let state = AppState::new(
         &config.sources,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use time::OffsetDateTime;
 
 /// Everything a request needs.
 pub struct AppState {
@@ -102,6 +103,9 @@ async fn accept(
     body: Body,
 ) -> Result<(String, crate::durable::StoredIn), ApiError> {
     let source = app.source(name)?;
+    let received_at = OffsetDateTime::now_utc();
+    // Missing, repeated or stale signature headers are refused before any body is read.
+    delivery::check_headers(source, headers, received_at)?;
     let limit = app.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -109,15 +113,6 @@ async fn accept(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
-    }
-    let signature = headers
-        .get(source.provider.signature_header())
-        .map(|v| v.as_bytes());
-    if signature.is_none_or(<[u8]>::is_empty) {
-        return Err(delivery::Rejection::MissingSignature {
-            header: source.provider.signature_header(),
-        }
-        .into());
     }
     // The limit applies while reading, so a chunked body cannot grow past it in memory.
     let body =
@@ -129,13 +124,13 @@ async fn accept(
                 _ => ApiError::BodyRead,
             },
         )?;
-    let delivery = delivery::verify(source, signature, body)?;
+    let delivery = delivery::verify(source, headers, body, received_at)?;
     let stored = app
         .durable
         .store(&delivery)
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok((delivery.meta().delivery_id.clone(), stored))
+    Ok((delivery.meta().delivery_id.to_string(), stored))
 }
 
 #[derive(Deserialize)]
@@ -206,14 +201,13 @@ mod tests {
         let broker = Broker::start(
             BrokerOptions {
                 // Port 9 (discard) on loopback: nothing answers AMQP there.
-                url: "amqp://guest:guest@127.0.0.1:9/%2f".into(),
+                uri: "amqp://guest:guest@127.0.0.1:9/%2f".parse().unwrap(),
                 role: "test",
                 channels: 1,
                 topology: Topology::new("routertest", vec![]),
             },
             stop.clone(),
-        )
-        .unwrap();
+        );
         let spool = Spool::open(dir).unwrap();
         let durable = Durable::new(
             broker,
@@ -222,16 +216,18 @@ mod tests {
             Duration::from_millis(200),
         );
         let sources = [
-            SourceSpec {
-                name: "aisle".into(),
-                provider: provider::find("aisle").unwrap(),
-                secrets: vec![Secret::new(SECRET)],
-            },
-            SourceSpec {
-                name: "shop".into(),
-                provider: provider::find("asello").unwrap(),
-                secrets: vec![Secret::new("s".repeat(32))],
-            },
+            SourceSpec::new(
+                "aisle",
+                provider::find("aisle").unwrap(),
+                vec![Secret::new(SECRET)],
+            )
+            .unwrap(),
+            SourceSpec::new(
+                "shop",
+                provider::find("asello").unwrap(),
+                vec![Secret::new("s".repeat(32))],
+            )
+            .unwrap(),
         ];
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
@@ -332,9 +328,9 @@ mod tests {
             assert!(!text.contains(SECRET));
         }
         assert_eq!(spool.depth(), 1, "only the accepted delivery was stored");
-        let (_, stored) = spool.oldest(1).unwrap().pop().unwrap();
-        assert_eq!(stored.body, body.as_bytes());
-        assert_eq!(stored.source, "aisle");
+        let (_, stored) = spool.oldest(1).await.unwrap().pop().unwrap();
+        assert_eq!(stored.body().as_ref(), body.as_bytes());
+        assert_eq!(stored.meta().source, "aisle");
         stop.cancel();
     }
 

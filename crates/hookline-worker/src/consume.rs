@@ -1,13 +1,18 @@
-//! The consumer loop for one broker session: prefetch, manual acks, one task per delivery;
-//! on shutdown it stops consuming and lets in-flight deliveries finish.
+//! The consumer loop for one broker session: manual acks, one task per message; at most
+//! `worker.prefetch` deliveries (not messages: a batch counts as its deliveries) are processed
+//! at once, which bounds the duplicate window. On shutdown it stops consuming and lets
+//! in-flight deliveries finish.
 
 use crate::process::{Context, process};
 use futures_util::StreamExt;
 use hookline_amqp::CLOSE_TIMEOUT;
 use hookline_amqp::lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use hookline_amqp::lapin::types::FieldTable;
+use hookline_amqp::message::received;
+use hookline_core::wire;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -58,6 +63,8 @@ pub(crate) async fn consume(
     };
     info!(queue = %queue, prefetch, "Worker consuming.");
 
+    // Deliveries being processed; messages beyond it wait, unstarted, in their tasks.
+    let permits = Arc::new(Semaphore::new(usize::from(prefetch)));
     let mut tasks = JoinSet::new();
     let mut liveness = tokio::time::interval(LIVENESS_EVERY);
     let stopped = loop {
@@ -68,8 +75,15 @@ pub(crate) async fn consume(
             },
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move { process(&ctx, delivery).await });
+                    let entries = wire::decode(&received(&delivery.properties, &delivery.data));
+                    let need = entries.as_ref().map_or(1, Vec::len).clamp(1, usize::from(prefetch));
+                    let (ctx, permits) = (ctx.clone(), permits.clone());
+                    tasks.spawn(async move {
+                        let Ok(_permits) = permits.acquire_many_owned(need as u32).await else {
+                            return;
+                        };
+                        process(&ctx, delivery, entries).await;
+                    });
                 }
                 Some(Err(error)) => break Stopped::Lost(error.to_string()),
                 None => break Stopped::Lost("consumer cancelled by the broker".into()),

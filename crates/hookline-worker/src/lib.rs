@@ -16,6 +16,7 @@ use consume::{Stopped, consume};
 use failures::Failures;
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
+use hookline_core::storage::StorageError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use process::Context;
 use processed::ProcessedStore;
@@ -41,13 +42,10 @@ const PUBLISH_CHANNELS: usize = 2;
 pub enum WorkerError {
     /// The processed-id store could not be opened.
     #[error("cannot open the processed-id store: {0}")]
-    Store(#[from] processed::StoreError),
-    /// The broker settings are unusable.
-    #[error("{0}")]
-    Broker(String),
-    /// The metrics listener failed.
-    #[error("metrics server: {0}")]
-    Metrics(#[from] std::io::Error),
+    Store(#[from] StorageError),
+    /// A worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Runs the worker until `shutdown`; serves `/metrics` and `/healthz` on `metrics_listener`
@@ -58,19 +56,22 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let store = ProcessedStore::open(&config.storage.processed_dir(), STORE_CACHE_BYTES)?;
+    let dir = config.storage.processed_dir();
+    // Opening reads the store and may wait for a closing handle's lock: off the runtime.
+    let store = tokio::task::spawn_blocking(move || ProcessedStore::open(&dir, STORE_CACHE_BYTES))
+        .await
+        .expect("opening the processed-id store does not panic")?;
     let broker_stop = CancellationToken::new();
     let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
     let broker = Broker::start(
         BrokerOptions {
-            url: config.amqp.url.clone(),
+            uri: config.amqp_uris[0].0.clone(),
             role: "worker",
             channels: PUBLISH_CHANNELS,
             topology: topology.clone(),
         },
         broker_stop.clone(),
-    )
-    .map_err(WorkerError::Broker)?;
+    );
     let pruner = store.spawn_pruner(config.worker.retention(), PRUNE_EVERY, broker_stop.clone());
     let metrics_task = match metrics_listener {
         Some(listener) => {
@@ -86,7 +87,7 @@ pub async fn run(
     };
 
     let claims = Claims::default();
-    let recorder = Recorder::start(store.clone());
+    let recorder = Recorder::start(store.clone())?;
     let failures = Failures::default();
     while let Some(session) = tokio::select! {
         _ = shutdown.cancelled() => None,
@@ -118,6 +119,7 @@ pub async fn run(
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    recorder.close().await;
     if let Err(error) = store.flush().await {
         warn!(%error, "Cannot flush the processed-id store at shutdown.");
     }

@@ -1,64 +1,84 @@
-//! Group commit for the processed-id store: deliveries hand over the ids they published,
-//! one blocking task records every waiting delivery's ids in one batch and flushes once,
-//! then answers them all. Per-delivery flushes made sled's write path the worker's
-//! bottleneck; and sled 0.34's `flush_async` stalled the runtime when many tasks awaited it.
+//! Group commit for the processed-id store ([`hookline_core::group_commit`]): deliveries hand
+//! over the ids they published; one thread records every waiting delivery's ids in one batch
+//! and flushes once, then answers them all. Per-delivery flushes made sled's write path the
+//! worker's bottleneck, and sled 0.34's `flush_async` stalled the runtime when many tasks
+//! awaited it.
 
 use crate::processed::ProcessedStore;
+use hookline_core::group_commit::GroupCommit;
+use hookline_core::storage::{Failure, StorageError, Store};
+use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// Most deliveries whose ids go into one batch.
+const MAX_BATCH: usize = 1024;
 
-/// Most ids recorded in one batch.
-const MAX_BATCH_IDS: usize = 4096;
+struct Job {
+    ids: Vec<String>,
+    reply: oneshot::Sender<Result<(), StorageError>>,
+}
 
-/// Handle to the recording task (cheap to clone).
+/// Handle to the recording thread (cheap to clone).
 #[derive(Clone)]
 pub(crate) struct Recorder {
-    requests: mpsc::UnboundedSender<(Vec<String>, Waiter)>,
+    store: ProcessedStore,
+    commits: Arc<GroupCommit<Job>>,
 }
 
 impl Recorder {
-    /// Starts the recording task for `store`; it ends when every handle is dropped.
-    pub(crate) fn start(store: ProcessedStore) -> Self {
-        let (requests, mut rx) = mpsc::unbounded_channel::<(Vec<String>, Waiter)>();
-        tokio::spawn(async move {
-            while let Some((mut ids, first)) = rx.recv().await {
-                let mut waiters = vec![first];
-                while ids.len() < MAX_BATCH_IDS {
-                    let Ok((more, waiter)) = rx.try_recv() else {
-                        break;
-                    };
-                    ids.extend(more);
-                    waiters.push(waiter);
-                }
-                let store = store.clone();
-                let deliveries = waiters.len();
-                let result = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    store.record(&refs, SystemTime::now())?;
-                    store.flush_blocking()
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+    /// Starts the recording thread for `store`.
+    pub(crate) fn start(store: ProcessedStore) -> std::io::Result<Self> {
+        let writer = store.clone();
+        let commits = GroupCommit::spawn(
+            "hookline-recorder",
+            4 * MAX_BATCH,
+            MAX_BATCH,
+            move |jobs: Vec<Job>| {
+                let deliveries = jobs.len();
+                let ids: Vec<&str> = jobs
+                    .iter()
+                    .flat_map(|job| job.ids.iter().map(String::as_str))
+                    .collect();
+                let result = writer
+                    .record(&ids, SystemTime::now())
+                    .and_then(|()| writer.flush_blocking());
                 metrics::histogram!("hookline_processed_batch_deliveries")
                     .record(deliveries as f64);
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
+                for job in jobs {
+                    let _ = job.reply.send(result.clone());
                 }
-            }
-        });
-        Self { requests }
+            },
+            || {},
+        )?;
+        Ok(Self {
+            store,
+            commits: Arc::new(commits),
+        })
     }
 
     /// Records `ids` as published; returns once they are flushed to the store's file.
-    pub(crate) async fn record(&self, ids: Vec<String>) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send((ids, tx))
-            .map_err(|_| "the processed-id recorder has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the processed-id recorder has stopped".to_owned())?
+    pub(crate) async fn record(&self, ids: Vec<String>) -> Result<(), StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.commits
+            .submit(Job { ids, reply })
+            .await
+            .map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Finishes what is queued and stops the thread.
+    pub(crate) async fn close(&self) {
+        self.commits.close().await;
+    }
+
+    fn stopped(&self) -> StorageError {
+        StorageError::new(
+            Store::Processed,
+            self.store.dir(),
+            "record ids",
+            Failure::Closed,
+            "the recorder has stopped",
+        )
     }
 }

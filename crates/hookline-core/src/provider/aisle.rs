@@ -1,10 +1,13 @@
 //! Aisle (waitlist tickets): HMAC-SHA256 of the raw body, hex or base64, optional `sha256=`.
 
 use super::fields::{member_or_null, optional_str, required_key, required_str};
-use super::{Malformed, Provider, ProviderEvent};
-use crate::secret::Secret;
+use super::{Forwarded, Malformed, Provider, ProviderEvent, Refusal, Request};
+use crate::config::SourceSpec;
 use crate::signature::{Algorithm, decode_base64, decode_hex, matches_any, strip_label};
 use serde_json::Value;
+use std::time::Duration;
+
+const SIGNATURE: &str = "x-aisle-webhook-signature";
 
 /// The Aisle firehose.
 pub(crate) struct Aisle;
@@ -14,20 +17,23 @@ impl Provider for Aisle {
         "aisle"
     }
 
-    fn signature_header(&self) -> &'static str {
-        "x-aisle-webhook-signature"
+    fn signed_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE]
     }
 
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
-        let value = strip_label(signature, "sha256");
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        let value = strip_label(request.headers.require(SIGNATURE)?, "sha256");
         // Aisle's docs do not fix an encoding, so both are tried; each is compared in full.
-        [decode_hex(value), decode_base64(value)]
+        let matched = [decode_hex(value), decode_base64(value)]
             .into_iter()
             .flatten()
-            .any(|tag| matches_any(Algorithm::Sha256, secrets, body, &tag))
+            .any(|tag| matches_any(Algorithm::Sha256, &source.secrets, request.body, &tag));
+        matched
+            .then_some(())
+            .ok_or(Refusal::Mismatch { header: SIGNATURE })
     }
 
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+    fn events(&self, body: &Value, _: &Forwarded<'_>) -> Result<Vec<ProviderEvent>, Malformed> {
         Ok(vec![ProviderEvent {
             key: required_key(body, "id")?,
             provider_type: required_str(body, "event")?.to_owned(),
@@ -39,12 +45,17 @@ impl Provider for Aisle {
     fn type_separator(&self) -> Option<char> {
         Some('_')
     }
+
+    fn response_budget(&self) -> Duration {
+        // "a response timeout of 1000ms", tried twice.
+        Duration::from_millis(1000)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::test_support::{assert_malformed, json};
+    use crate::provider::test_support::{accepts, assert_malformed, parse_events};
     use crate::signature::sign_hex;
     use base64::Engine as _;
 
@@ -60,7 +71,6 @@ mod tests {
     fn signature_encodings() {
         let hex = hex_sig();
         let b64 = base64::engine::general_purpose::STANDARD.encode(hex::decode(&hex).unwrap());
-        let secrets = [Secret::new(SECRET)];
         let cases = [
             (hex.clone(), true, "lowercase hex"),
             (hex.to_uppercase(), true, "uppercase hex"),
@@ -74,7 +84,7 @@ mod tests {
         ];
         for (signature, ok, name) in cases {
             assert_eq!(
-                Aisle.verify(&signature, BODY.as_bytes(), &secrets),
+                accepts(&Aisle, SIGNATURE, &signature, BODY.as_bytes(), &[SECRET]),
                 ok,
                 "{name}"
             );
@@ -84,19 +94,38 @@ mod tests {
     #[test]
     fn tampered_body_and_wrong_secret_fail() {
         let tampered = BODY.replace("Ada", "Eve");
-        assert!(!Aisle.verify(&hex_sig(), tampered.as_bytes(), &[Secret::new(SECRET)]));
-        assert!(!Aisle.verify(&hex_sig(), BODY.as_bytes(), &[Secret::new("other")]));
+        let sig = hex_sig();
+        assert!(!accepts(
+            &Aisle,
+            SIGNATURE,
+            &sig,
+            tampered.as_bytes(),
+            &[SECRET]
+        ));
+        assert!(!accepts(
+            &Aisle,
+            SIGNATURE,
+            &sig,
+            BODY.as_bytes(),
+            &["other"]
+        ));
     }
 
     #[test]
     fn rotation_accepts_any_configured_secret() {
-        let secrets = [Secret::new("retired"), Secret::new(SECRET)];
-        assert!(Aisle.verify(&hex_sig(), BODY.as_bytes(), &secrets));
+        let secrets = ["retired", SECRET];
+        assert!(accepts(
+            &Aisle,
+            SIGNATURE,
+            &hex_sig(),
+            BODY.as_bytes(),
+            &secrets
+        ));
     }
 
     #[test]
     fn documented_body_becomes_one_event() {
-        let events = Aisle.events(&json(BODY)).unwrap();
+        let events = parse_events(&Aisle, BODY).unwrap();
         assert_eq!(events.len(), 1);
         let event = &events[0];
         assert_eq!(event.key, "7d4c8a52-1f3b-4c1e-9a51-3f0c5b6f7a10");

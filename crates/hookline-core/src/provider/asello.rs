@@ -2,10 +2,12 @@
 //! batches in `notifications`; answers `GET ?echo=X` health checks.
 
 use super::fields::{Malformed, in_element, required_array, required_key, required_str};
-use super::{Provider, ProviderEvent};
-use crate::secret::Secret;
+use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
+use crate::config::SourceSpec;
 use crate::signature::raw_body_sha256_hex;
 use serde_json::Value;
+
+const SIGNATURE: &str = "signature";
 
 /// asello's webhooks.
 pub(crate) struct Asello;
@@ -15,15 +17,15 @@ impl Provider for Asello {
         "asello"
     }
 
-    fn signature_header(&self) -> &'static str {
-        "signature"
+    fn signed_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE]
     }
 
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
-        raw_body_sha256_hex(signature, body, secrets)
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        raw_body_sha256_hex(request, SIGNATURE, &source.secrets)
     }
 
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+    fn events(&self, body: &Value, _: &Forwarded<'_>) -> Result<Vec<ProviderEvent>, Malformed> {
         let delivery = required_key(body, "id")?;
         required_array(body, "notifications")?
             .iter()
@@ -59,7 +61,7 @@ impl Provider for Asello {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::test_support::{assert_malformed, json};
+    use crate::provider::test_support::{accepts, assert_malformed, json, parse_events};
     use crate::signature::{Algorithm, sign_hex};
 
     const SECRET: &str = "test-example-secret-with-minimum-length-32-chars";
@@ -79,26 +81,49 @@ mod tests {
     #[test]
     fn verifies_upper_case_hex_as_documented() {
         let hex = sign_hex(Algorithm::Sha256, SECRET.as_bytes(), BODY.as_bytes()).to_uppercase();
-        let secrets = [Secret::new(SECRET)];
-        assert!(Asello.verify(&format!("sha256={hex}"), BODY.as_bytes(), &secrets));
-        assert!(Asello.verify(
+        let secrets = [SECRET];
+        assert!(accepts(
+            &Asello,
+            SIGNATURE,
+            &format!("sha256={hex}"),
+            BODY.as_bytes(),
+            &secrets
+        ));
+        assert!(accepts(
+            &Asello,
+            SIGNATURE,
             &format!("sha256={}", hex.to_lowercase()),
             BODY.as_bytes(),
             &secrets
         ));
-        assert!(!Asello.verify(&format!("sha256={}", &hex[..60]), BODY.as_bytes(), &secrets));
-        assert!(!Asello.verify(
+        assert!(!accepts(
+            &Asello,
+            SIGNATURE,
+            &format!("sha256={}", &hex[..60]),
+            BODY.as_bytes(),
+            &secrets
+        ));
+        assert!(!accepts(
+            &Asello,
+            SIGNATURE,
             &format!("sha256={hex}"),
             BODY.replace('1', "2").as_bytes(),
             &secrets
         ));
-        let rotated = [Secret::new("x".repeat(32)), Secret::new(SECRET)];
-        assert!(Asello.verify(&format!("sha256={hex}"), BODY.as_bytes(), &rotated));
+        let filler = "x".repeat(32);
+        let rotated = [filler.as_str(), SECRET];
+        assert!(accepts(
+            &Asello,
+            SIGNATURE,
+            &format!("sha256={hex}"),
+            BODY.as_bytes(),
+            &rotated
+        ));
     }
 
     #[test]
     fn documented_example_becomes_one_event_per_notification() {
-        let events = Asello.events(&json(BODY)).unwrap();
+        let events = parse_events(&Asello, BODY).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(
             events[0].key,
@@ -113,7 +138,7 @@ mod tests {
             r#""id": 9420657"#,
             r#""id": 9420657}, {"action":"receipt.updated","id":"r-1""#,
         );
-        let events = Asello.events(&json(&two)).unwrap();
+        let events = parse_events(&Asello, &two).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(
             events[1].key,

@@ -1,10 +1,12 @@
 //! AuraConnect (orders, payments, inventory, staff, POS): `sha256=<hex>` over the raw body.
 
 use super::fields::{member_or_null, optional_str, required_key, required_str};
-use super::{Malformed, Provider, ProviderEvent};
-use crate::secret::Secret;
+use super::{Forwarded, Malformed, Provider, ProviderEvent, Refusal, Request};
+use crate::config::SourceSpec;
 use crate::signature::raw_body_sha256_hex;
 use serde_json::Value;
+
+const SIGNATURE: &str = "x-auraconnect-signature";
 
 /// AuraConnect's webhooks.
 pub(crate) struct AuraConnect;
@@ -14,15 +16,15 @@ impl Provider for AuraConnect {
         "auraconnect"
     }
 
-    fn signature_header(&self) -> &'static str {
-        "x-auraconnect-signature"
+    fn signed_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE]
     }
 
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
-        raw_body_sha256_hex(signature, body, secrets)
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        raw_body_sha256_hex(request, SIGNATURE, &source.secrets)
     }
 
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+    fn events(&self, body: &Value, _: &Forwarded<'_>) -> Result<Vec<ProviderEvent>, Malformed> {
         Ok(vec![ProviderEvent {
             key: required_key(body, "id")?,
             provider_type: required_str(body, "type")?.to_owned(),
@@ -39,7 +41,7 @@ impl Provider for AuraConnect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::test_support::{assert_malformed, json};
+    use crate::provider::test_support::{accepts, assert_malformed, json, parse_events};
     use crate::signature::{Algorithm, sign_hex};
 
     const SECRET: &str = "your-webhook-secret";
@@ -70,22 +72,36 @@ mod tests {
 
     #[test]
     fn documented_examples_verify_and_parse() {
-        let secrets = [Secret::new(SECRET)];
+        let secrets = [SECRET];
         for (body, kind) in EXAMPLES {
             let hex = sign_hex(Algorithm::Sha256, SECRET.as_bytes(), body.as_bytes());
-            assert!(AuraConnect.verify(&format!("sha256={hex}"), body.as_bytes(), &secrets));
+            assert!(accepts(
+                &AuraConnect,
+                SIGNATURE,
+                &format!("sha256={hex}"),
+                body.as_bytes(),
+                &secrets
+            ));
             assert!(
-                AuraConnect.verify(&hex, body.as_bytes(), &secrets),
+                accepts(&AuraConnect, SIGNATURE, &hex, body.as_bytes(), &secrets),
                 "bare hex"
             );
-            assert!(!AuraConnect.verify(
+            assert!(!accepts(
+                &AuraConnect,
+                SIGNATURE,
                 &format!("sha256={}", &hex[..63]),
                 body.as_bytes(),
                 &secrets
             ));
             let tampered = body.replace("evt_", "evt-");
-            assert!(!AuraConnect.verify(&format!("sha256={hex}"), tampered.as_bytes(), &secrets));
-            let events = AuraConnect.events(&json(body)).unwrap();
+            assert!(!accepts(
+                &AuraConnect,
+                SIGNATURE,
+                &format!("sha256={hex}"),
+                tampered.as_bytes(),
+                &secrets
+            ));
+            let events = parse_events(&AuraConnect, body).unwrap();
             assert_eq!(events[0].provider_type, *kind);
             assert_eq!(events[0].key, json(body)["id"].as_str().unwrap());
             assert_eq!(
@@ -100,8 +116,14 @@ mod tests {
     fn rotation() {
         let body = EXAMPLES[0].0.as_bytes();
         let hex = sign_hex(Algorithm::Sha256, b"new-secret", body);
-        let secrets = [Secret::new(SECRET), Secret::new("new-secret")];
-        assert!(AuraConnect.verify(&format!("sha256={hex}"), body, &secrets));
+        let secrets = [SECRET, "new-secret"];
+        assert!(accepts(
+            &AuraConnect,
+            SIGNATURE,
+            &format!("sha256={hex}"),
+            body,
+            &secrets
+        ));
     }
 
     #[test]

@@ -1,19 +1,11 @@
 //! Reading required fields out of provider bodies with errors that name the field.
 
 use serde_json::Value;
-use std::fmt;
 
 /// A verified body that lacks a field the provider requires; the text names the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Malformed(pub String);
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Malformed {}
 
 /// Follows a `.`-separated path of object members.
 pub(crate) fn at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {

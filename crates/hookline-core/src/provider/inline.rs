@@ -2,13 +2,15 @@
 //! (keys sorted, as JavaScript prints it) or over the raw body; batches in `events`.
 
 use super::fields::{Malformed, in_element, member_or_null, required_array, required_str};
-use super::{Provider, ProviderEvent};
+use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
 use crate::canonical_json::{canonical_value, canonicalize};
-use crate::envelope::format_epoch_millis;
-use crate::secret::Secret;
+use crate::config::SourceSpec;
 use crate::signature::{Algorithm, decode_hex, matches_any, strip_label};
+use crate::timestamp::format_epoch_millis;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+const SIGNATURE: &str = "x-hub-signature";
 
 /// inline's webhooks.
 pub(crate) struct Inline;
@@ -18,22 +20,25 @@ impl Provider for Inline {
         "inline"
     }
 
-    fn signature_header(&self) -> &'static str {
-        "x-hub-signature"
+    fn signed_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE]
     }
 
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
-        let Some(tag) = decode_hex(strip_label(signature, "sha1")) else {
-            return false;
-        };
-        // inline signs the sorted form; GitHub-style senders sign the raw body: accept both.
-        let canonical_ok = canonicalize(body).is_ok_and(|canonical| {
-            matches_any(Algorithm::Sha1, secrets, canonical.as_bytes(), &tag)
-        });
-        canonical_ok || matches_any(Algorithm::Sha1, secrets, body, &tag)
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        let mismatch = Refusal::Mismatch { header: SIGNATURE };
+        let signature = request.headers.require(SIGNATURE)?;
+        let tag = decode_hex(strip_label(signature, "sha1")).ok_or(mismatch.clone())?;
+        // GitHub-style senders sign the raw body, inline the sorted form: accept both, the
+        // cheap one first so a forged request costs as little as possible.
+        let secrets = &source.secrets;
+        let matched = matches_any(Algorithm::Sha1, secrets, request.body, &tag)
+            || canonicalize(request.body).is_ok_and(|canonical| {
+                matches_any(Algorithm::Sha1, secrets, canonical.as_bytes(), &tag)
+            });
+        matched.then_some(()).ok_or(mismatch)
     }
 
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+    fn events(&self, body: &Value, _: &Forwarded<'_>) -> Result<Vec<ProviderEvent>, Malformed> {
         required_array(body, "events")?
             .iter()
             .enumerate()
@@ -62,7 +67,7 @@ impl Provider for Inline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::test_support::{assert_malformed, json};
+    use crate::provider::test_support::{accepts, assert_malformed, json};
     use crate::signature::sign_hex;
     use serde::Deserialize;
 
@@ -81,26 +86,44 @@ mod tests {
 
     #[test]
     fn node_signatures_verify() {
-        let secrets = [Secret::new("inline-test-secret")];
+        let secrets = ["inline-test-secret"];
         for case in golden() {
             let header = format!("sha1={}", case.hmac_sha1_hex);
             assert!(
-                Inline.verify(&header, case.body.as_bytes(), &secrets),
+                accepts(&Inline, SIGNATURE, &header, case.body.as_bytes(), &secrets),
                 "{}",
                 case.name
             );
             assert!(
-                Inline.verify(&header.to_uppercase(), case.body.as_bytes(), &secrets),
+                accepts(
+                    &Inline,
+                    SIGNATURE,
+                    &header.to_uppercase(),
+                    case.body.as_bytes(),
+                    &secrets
+                ),
                 "{} (upper-case)",
                 case.name
             );
             assert!(
-                !Inline.verify(&header, case.body.as_bytes(), &[Secret::new("wrong")]),
+                !accepts(
+                    &Inline,
+                    SIGNATURE,
+                    &header,
+                    case.body.as_bytes(),
+                    &["wrong"]
+                ),
                 "{} (wrong secret)",
                 case.name
             );
             assert!(
-                !Inline.verify(&header[..header.len() - 2], case.body.as_bytes(), &secrets),
+                !accepts(
+                    &Inline,
+                    SIGNATURE,
+                    &header[..header.len() - 2],
+                    case.body.as_bytes(),
+                    &secrets
+                ),
                 "{} (truncated)",
                 case.name
             );
@@ -118,11 +141,11 @@ mod tests {
     #[test]
     fn raw_body_hmac_is_accepted_and_tampering_is_not() {
         let body = br#"{"timestamp": 1, "events": []}"#;
-        let secrets = [Secret::new("s1"), Secret::new("s2")];
-        let raw = sign_hex(Algorithm::Sha1, b"s2", body);
-        assert!(Inline.verify(&format!("sha1={raw}"), body, &secrets));
+        let secrets = ["s1", "s2"];
+        let raw = format!("sha1={}", sign_hex(Algorithm::Sha1, b"s2", body));
+        assert!(accepts(&Inline, SIGNATURE, &raw, body, &secrets));
         let tampered = br#"{"timestamp": 2, "events": []}"#;
-        assert!(!Inline.verify(&format!("sha1={raw}"), tampered, &secrets));
+        assert!(!accepts(&Inline, SIGNATURE, &raw, tampered, &secrets));
     }
 
     #[test]
@@ -132,7 +155,7 @@ mod tests {
                 {"type":"reservation-time-changed","timestamp":1524181344796,"data":{"id":"r1"}},
                 {"type":"order-pickedup","timestamp":1524181344797,"data":{"id":"o1"}}]}"#,
         );
-        let events = Inline.events(&body).unwrap();
+        let events = Inline.events(&body, &Forwarded::default()).unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].provider_type, "reservation-time-changed");
         assert_eq!(
@@ -152,8 +175,8 @@ mod tests {
         let a = json(r#"{"events":[{"type":"voucher-used","data":{"a":1,"b":2}}]}"#);
         let b = json(r#"{"events":[ { "data" : {"b":2.0,"a":1}, "type":"voucher-used" } ]}"#);
         assert_eq!(
-            Inline.events(&a).unwrap()[0].key,
-            Inline.events(&b).unwrap()[0].key
+            Inline.events(&a, &Forwarded::default()).unwrap()[0].key,
+            Inline.events(&b, &Forwarded::default()).unwrap()[0].key
         );
     }
 

@@ -7,12 +7,16 @@ mod asello;
 mod auraconnect;
 mod fields;
 mod inline;
+mod request;
 mod sixpark;
+mod standard_webhooks;
 
-use crate::secret::Secret;
+use crate::config::SourceSpec;
 use serde_json::Value;
+use std::time::Duration;
 
 pub use fields::Malformed;
+pub use request::{Forwarded, Headers, Refusal, Request};
 
 /// Every provider hookline knows, by the name used in `[[sources]] provider`.
 pub static PROVIDERS: &[&dyn Provider] = &[
@@ -21,6 +25,7 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &auraconnect::AuraConnect,
     &sixpark::SixPark,
     &asello::Asello,
+    &standard_webhooks::StandardWebhooks,
 ];
 
 /// Looks a provider up by its config name.
@@ -51,17 +56,42 @@ pub trait Provider: Send + Sync + 'static {
     /// Config name, also the first word of every routing key.
     fn name(&self) -> &'static str;
 
-    /// The header carrying the signature (matched case-insensitively).
-    fn signature_header(&self) -> &'static str;
+    /// Headers the signature check reads (lowercase); each must be sent exactly once.
+    fn signed_headers(&self) -> &'static [&'static str];
 
-    /// Whether `signature` (the header value) signs `body` under any of `secrets`.
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool;
+    /// Headers the worker needs to build events (lowercase); they travel with the delivery.
+    fn forwarded_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The checks the headers allow on their own (presence, format, freshness), run before
+    /// the body is read so that such refusals cost no body.
+    fn check_headers(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        let _ = source;
+        for name in self.signed_headers() {
+            request.headers.require(name)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the request is signed by one of the source's secrets; runs after
+    /// [`Provider::check_headers`] passed, with the whole body.
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal>;
 
     /// Splits a parsed body into events; `Malformed` names the missing or wrong field.
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed>;
+    fn events(
+        &self,
+        body: &Value,
+        forwarded: &Forwarded<'_>,
+    ) -> Result<Vec<ProviderEvent>, Malformed>;
 
     /// The character between entity and action in the provider's type names, if any.
     fn type_separator(&self) -> Option<char>;
+
+    /// Turns a configured secret into the HMAC key, or says why it is unusable.
+    fn signing_key(&self, secret: &str) -> Result<Vec<u8>, String> {
+        Ok(secret.as_bytes().to_vec())
+    }
 
     /// Shortest secret the provider allows.
     fn min_secret_len(&self) -> usize {
@@ -72,21 +102,84 @@ pub trait Provider: Send + Sync + 'static {
     fn answers_echo(&self) -> bool {
         false
     }
+
+    /// How long the provider waits for an answer (its documentation's figure).
+    fn response_budget(&self) -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! Shared assertions for the per-provider tests.
+    //! Shared helpers for the per-provider tests.
     use super::*;
+    use crate::secret::Secret;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use time::OffsetDateTime;
 
     /// Parses a JSON literal for tests.
     pub(crate) fn json(text: &str) -> Value {
         serde_json::from_str(text).expect("test JSON parses")
     }
 
+    /// A source of `provider` with `secrets`, validated as the config would.
+    pub(crate) fn source(provider: &dyn Provider, secrets: &[&str]) -> SourceSpec {
+        let provider = find(provider.name()).expect("registered provider");
+        SourceSpec::new(
+            "test",
+            provider,
+            secrets.iter().map(|s| Secret::new(*s)).collect(),
+        )
+        .expect("test secrets are valid")
+    }
+
+    /// Header map from `(name, value)` pairs.
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
+                HeaderValue::from_str(value).expect("test header value"),
+            );
+        }
+        map
+    }
+
+    /// Runs both checks of `provider` on a request made of `headers` and `body`, received now.
+    pub(crate) fn check(
+        provider: &dyn Provider,
+        source: &SourceSpec,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        let request = Request::new(headers, body, OffsetDateTime::now_utc());
+        provider.check_headers(&request, source)?;
+        provider.verify(&request, source)
+    }
+
+    /// Whether `signature` in `header` verifies `body` under `secrets`.
+    pub(crate) fn accepts(
+        provider: &dyn Provider,
+        header: &str,
+        signature: &str,
+        body: &[u8],
+        secrets: &[&str],
+    ) -> bool {
+        let source = source(provider, secrets);
+        check(provider, &source, &headers(&[(header, signature)]), body).is_ok()
+    }
+
+    /// Events of a body without forwarded headers.
+    pub(crate) fn parse_events(
+        provider: &dyn Provider,
+        body: &str,
+    ) -> Result<Vec<ProviderEvent>, Malformed> {
+        provider.events(&json(body), &Forwarded::default())
+    }
+
     /// Asserts that `body` is malformed and the message names `field`.
     pub(crate) fn assert_malformed(provider: &dyn Provider, body: &str, field: &str) {
-        match provider.events(&json(body)) {
+        match parse_events(provider, body) {
             Err(Malformed(message)) => assert!(
                 message.contains(field),
                 "message {message:?} should name {field:?} for {body}"
@@ -105,11 +198,32 @@ mod tests {
         let names = names();
         assert_eq!(
             names,
-            ["aisle", "inline", "auraconnect", "sixpark", "asello"]
+            [
+                "aisle",
+                "inline",
+                "auraconnect",
+                "sixpark",
+                "asello",
+                "standard-webhooks"
+            ]
         );
         for name in names {
             assert_eq!(find(name).map(|p| p.name()), Some(name));
         }
         assert!(find("stripe").is_none());
+    }
+
+    #[test]
+    fn signed_and_forwarded_headers_are_lowercase() {
+        for provider in PROVIDERS {
+            for name in provider
+                .signed_headers()
+                .iter()
+                .chain(provider.forwarded_headers())
+            {
+                assert_eq!(*name, name.to_ascii_lowercase(), "{}", provider.name());
+            }
+            assert!(!provider.signed_headers().is_empty(), "{}", provider.name());
+        }
     }
 }

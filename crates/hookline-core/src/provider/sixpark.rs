@@ -1,10 +1,12 @@
 //! Six Park (accounts): hex HMAC-SHA256 of the raw body, optional `sha256=`; JSON:API body.
 
 use super::fields::{Malformed, at, member_or_null, required_key, required_str};
-use super::{Provider, ProviderEvent};
-use crate::secret::Secret;
+use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
+use crate::config::SourceSpec;
 use crate::signature::raw_body_sha256_hex;
 use serde_json::Value;
+
+const SIGNATURE: &str = "x-sixpark-signature";
 
 /// Six Park's webhooks.
 pub(crate) struct SixPark;
@@ -14,15 +16,15 @@ impl Provider for SixPark {
         "sixpark"
     }
 
-    fn signature_header(&self) -> &'static str {
-        "x-sixpark-signature"
+    fn signed_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE]
     }
 
-    fn verify(&self, signature: &str, body: &[u8], secrets: &[Secret]) -> bool {
-        raw_body_sha256_hex(signature, body, secrets)
+    fn verify(&self, request: &Request<'_>, source: &SourceSpec) -> Result<(), Refusal> {
+        raw_body_sha256_hex(request, SIGNATURE, &source.secrets)
     }
 
-    fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
+    fn events(&self, body: &Value, _: &Forwarded<'_>) -> Result<Vec<ProviderEvent>, Malformed> {
         // Six Park's own sample spells the member `even_type`; `event_type` is accepted too.
         let kind_path = if at(body, "data.attributes.even_type").is_some() {
             "data.attributes.even_type"
@@ -45,7 +47,7 @@ impl Provider for SixPark {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::test_support::{assert_malformed, json};
+    use crate::provider::test_support::{accepts, assert_malformed, json, parse_events};
     use crate::signature::{Algorithm, sign_hex};
 
     /// The documented sample event, with the documented `signature_token`.
@@ -55,7 +57,7 @@ mod tests {
     #[test]
     fn verifies_documented_sample() {
         let hex = sign_hex(Algorithm::Sha256, TOKEN.as_bytes(), BODY.as_bytes());
-        let secrets = [Secret::new(TOKEN)];
+        let secrets = [TOKEN];
         for (sig, ok) in [
             (hex.clone(), true),
             (hex.to_uppercase(), true),
@@ -63,21 +65,31 @@ mod tests {
             (hex[2..].to_owned(), false),
             (hex.replace(&hex[..1], "f"), hex.starts_with('f')),
         ] {
-            assert_eq!(SixPark.verify(&sig, BODY.as_bytes(), &secrets), ok, "{sig}");
+            assert_eq!(
+                accepts(&SixPark, SIGNATURE, &sig, BODY.as_bytes(), &secrets),
+                ok,
+                "{sig}"
+            );
         }
-        assert!(!SixPark.verify(&hex, BODY.replace("OPENED", "CLOSED").as_bytes(), &secrets));
+        assert!(!accepts(
+            &SixPark,
+            SIGNATURE,
+            &hex,
+            BODY.replace("OPENED", "CLOSED").as_bytes(),
+            &secrets
+        ));
     }
 
     #[test]
     fn parses_both_type_spellings() {
-        let event = &SixPark.events(&json(BODY)).unwrap()[0];
+        let event = &parse_events(&SixPark, BODY).unwrap()[0];
         assert_eq!(event.key, "ecb20ef1-a543-4ae5-9446-0661a882a616");
         assert_eq!(event.provider_type, "ACCOUNT_OPENED");
         assert_eq!(event.occurred_at, None);
         assert_eq!(event.data, json(BODY)["data"]);
         let spelled = BODY.replace("even_type", "event_type");
         assert_eq!(
-            SixPark.events(&json(&spelled)).unwrap()[0].provider_type,
+            parse_events(&SixPark, &spelled).unwrap()[0].provider_type,
             "ACCOUNT_OPENED"
         );
     }

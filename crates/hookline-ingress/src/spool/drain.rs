@@ -2,10 +2,11 @@
 //! answers; each record is removed only after its confirm.
 
 use crate::durable::Durable;
-use crate::message::{from_record, properties};
-use crate::spool::SpoolError;
 use crate::telemetry;
 use hookline_amqp::PublishError;
+use hookline_amqp::message::properties;
+use hookline_core::storage::{Failure, StorageError};
+use hookline_core::wire;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -39,7 +40,12 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
                     break;
                 }
                 Ok(_) => pause = IDLE,
-                Err(error) => {
+                Err(DrainError::Spool(error)) => {
+                    warn!(%error, "Cannot read the spool; retrying with backoff.");
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    break;
+                }
+                Err(DrainError::Publish(error)) => {
                     durable.suspend_direct(&error);
                     if matches!(error, PublishError::Returned(_) | PublishError::Amqp(_)) {
                         // The queue is gone or a channel closed: reconnecting re-declares
@@ -54,21 +60,31 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
     }
 }
 
+/// Why a drain round stopped early.
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    /// The broker did not take a record.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The spool could not be read: records may remain, so this is never "empty".
+    #[error(transparent)]
+    Spool(#[from] StorageError),
+}
+
 /// Publishes up to one batch; returns how many records were removed.
-async fn drain_round(durable: &Durable) -> Result<usize, PublishError> {
+async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
     let spool = durable.spool();
-    let batch = match spool.oldest(BATCH) {
+    let batch = match spool.oldest(BATCH).await {
         Ok(batch) => batch,
-        Err(SpoolError::Corrupt { seq, reason, .. }) => {
-            // An unreadable record would block every record behind it forever.
-            error!(seq, %reason, "Dropping a corrupt spool record; it cannot be published.");
-            metrics::counter!("hookline_spool_corrupt_total").increment(1);
-            spool.remove(vec![seq]).await.ok();
-            return Ok(1);
-        }
         Err(error) => {
-            warn!(%error, "Cannot read the spool; will retry.");
-            return Ok(0);
+            if let Failure::Corrupt { seq } = error.failure {
+                // An unreadable record would block every record behind it forever.
+                error!(seq, %error, "Dropping a corrupt spool record; it cannot be published.");
+                metrics::counter!("hookline_spool_corrupt_total").increment(1);
+                spool.remove(vec![seq]).await?;
+                return Ok(1);
+            }
+            return Err(error.into());
         }
     };
     if batch.is_empty() {
@@ -80,16 +96,16 @@ async fn drain_round(durable: &Durable) -> Result<usize, PublishError> {
         .ok_or(PublishError::NotConnected)?;
     let mut pending = Vec::with_capacity(batch.len());
     let mut first_error = None;
-    for (seq, record) in batch {
-        let delivery = from_record(record);
+    for (seq, delivery) in batch {
+        let message = wire::single(delivery.meta(), delivery.body());
         let sent = session
             // One lane keeps the queue in spool order (oldest first).
             .send(
                 0,
                 "",
                 durable.queue(),
-                delivery.body(),
-                properties(delivery.meta()),
+                &message.body,
+                properties(&message),
                 true,
             )
             .await;
@@ -114,7 +130,7 @@ async fn drain_round(durable: &Durable) -> Result<usize, PublishError> {
                 first_error.get_or_insert(error);
             }
             Err(_) => {
-                first_error.get_or_insert(PublishError::NotConnected);
+                first_error.get_or_insert(PublishError::Timeout(CONFIRM_TIMEOUT));
             }
         }
     }
@@ -127,7 +143,7 @@ async fn drain_round(durable: &Durable) -> Result<usize, PublishError> {
         telemetry::drained(drained);
     }
     match first_error {
-        Some(error) => Err(error),
+        Some(error) => Err(error.into()),
         None => Ok(drained),
     }
 }
