@@ -16,6 +16,7 @@ const IN_FLIGHT_BOUND: usize = 64;
 
 struct Running {
     config: TestConfig,
+    base: String,
     ingress: Process,
     worker: Process,
     observer: String,
@@ -30,22 +31,16 @@ async fn start(amqp_url: &str) -> Running {
     let path = config.write();
     let ingress = Process::start(&path, "ingress");
     let worker = Process::start(&path, "worker");
-    wait_for_status(
-        &format!("http://127.0.0.1:{}/readyz", config.ingress_port),
-        200,
-    )
-    .await;
-    wait_for_status(
-        &format!("http://127.0.0.1:{}/healthz", config.metrics_port),
-        200,
-    )
-    .await;
+    let base = ingress.base().await;
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
     let observer = Broker::connect(&config.prefix).await.observe_events().await;
     let report = QueueReport {
         prefix: config.prefix.clone(),
     };
     Running {
         config,
+        base,
         ingress,
         worker,
         observer,
@@ -67,7 +62,7 @@ impl Running {
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.ingress_port)
+        self.base.clone()
     }
 
     async fn finish(self, accepted: &[String]) -> usize {

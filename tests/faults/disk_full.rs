@@ -4,7 +4,7 @@
 //! Needs root to mount a 2 MiB tmpfs, as CI and the development machines run.
 
 use crate::harness::serial;
-use crate::support::{Process, TestConfig, free_port, post_signed, sign, wait_for_status};
+use crate::support::{NO_BROKER_URL, Process, TestConfig, post_signed, sign, wait_for_status};
 use std::process::Command;
 
 /// Unmounts the tmpfs when dropped, also when the test fails.
@@ -34,10 +34,10 @@ async fn full_spool_disk_answers_503_and_not_ready() {
     let _mount = Mount(data.clone());
 
     let mut config = TestConfig::new(dir.path());
-    config.amqp_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    config.amqp_url = NO_BROKER_URL.into();
     let path = config.write();
     let ingress = Process::start(&path, "ingress");
-    let base = format!("http://127.0.0.1:{}", config.ingress_port);
+    let base = ingress.base().await;
     wait_for_status(&format!("{base}/readyz"), 200).await;
 
     let client = reqwest::Client::new();

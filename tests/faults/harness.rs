@@ -105,15 +105,43 @@ impl Load {
     }
 }
 
+/// Where the load goes: an ingress base URL that a test can change when it restarts the
+/// ingress (which then binds a new port).
+#[derive(Clone)]
+pub(crate) struct Target(Arc<std::sync::RwLock<String>>);
+
+impl Target {
+    /// Load for `base`.
+    pub(crate) fn new(base: String) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(base)))
+    }
+
+    /// Sends the rest of the load to `base`.
+    pub(crate) fn set(&self, base: String) {
+        *self.0.write().unwrap() = base;
+    }
+
+    fn get(&self) -> String {
+        self.0.read().unwrap().clone()
+    }
+}
+
+impl From<String> for Target {
+    fn from(base: String) -> Self {
+        Self::new(base)
+    }
+}
+
 /// Sends `count` distinct signed aisle deliveries at about `rate` per second over a few
 /// connections, until done or `stop` is set. Connection errors count as status 0.
 pub(crate) async fn load(
-    base: String,
+    target: impl Into<Target>,
     tag: &str,
     count: usize,
     rate: u64,
     stop: Arc<AtomicBool>,
 ) -> Load {
+    let target = target.into();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -125,7 +153,7 @@ pub(crate) async fn load(
     for _ in 0..8 {
         let (client, result, next, stop) =
             (client.clone(), result.clone(), next.clone(), stop.clone());
-        let (base, tag) = (base.clone(), tag.to_owned());
+        let (target, tag) = (target.clone(), tag.to_owned());
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +168,7 @@ pub(crate) async fn load(
                 let (header, value) = sign("aisle", body.as_bytes());
                 let sent = Instant::now();
                 let status = client
-                    .post(format!("{base}/webhooks/aisle"))
+                    .post(format!("{}/webhooks/aisle", target.get()))
                     .header(header, value)
                     .body(body)
                     .send()

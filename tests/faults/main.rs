@@ -10,5 +10,6 @@ mod support;
 mod broker;
 mod disk_full;
 mod harness;
+mod hostile;
 mod poison;
 mod processes;

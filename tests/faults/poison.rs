@@ -15,11 +15,7 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
     let config = TestConfig::new(dir.path());
     let path = config.write();
     let worker = Process::start(&path, "worker");
-    wait_for_status(
-        &format!("http://127.0.0.1:{}/healthz", config.metrics_port),
-        200,
-    )
-    .await;
+    wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
     let broker = Broker::connect(&config.prefix).await;
     let ingress_queue = format!("{}.ingress", config.prefix);
     let mut dead = broker.watch_queue(&format!("{}.dead", config.prefix)).await;

@@ -103,8 +103,25 @@ fn cases() -> Vec<Case> {
                 ),
             ],
         },
+        Case {
+            provider: "standard-webhooks",
+            body: SW_BODY,
+            events: vec![(
+                "standard-webhooks.invoice.paid",
+                "invoice.paid",
+                json!("2022-11-03T20:26:10.344522Z"),
+                // The event key is the webhook-id header the test client sends.
+                crate::support::signed_headers("standard-webhooks", SW_BODY.as_bytes())[0]
+                    .1
+                    .clone(),
+                json!({"id":"in_1SXw","amount_paid":2000,"customer":{"id":"cus_1"}}),
+            )],
+        },
     ]
 }
+
+/// A Standard Webhooks delivery as Svix documents its payloads.
+const SW_BODY: &str = r#"{"type":"invoice.paid","timestamp":"2022-11-03T20:26:10.344522Z","data":{"id":"in_1SXw","amount_paid":2000,"customer":{"id":"cus_1"}}}"#;
 
 #[tokio::test]
 async fn every_provider_end_to_end() {
@@ -173,8 +190,8 @@ async fn every_provider_end_to_end() {
     );
 
     // CONTRACT section 7: one INFO line per event, with these fields.
-    let lines = hookline.logged("outcome", "published", 7).await;
-    assert_eq!(lines.len(), 7, "{lines:#?}");
+    let lines = hookline.logged("outcome", "published", 8).await;
+    assert_eq!(lines.len(), 8, "{lines:#?}");
     for line in &lines {
         for field in ["event_id", "provider", "source", "type", "routing_key"] {
             assert!(field_of(line, field).is_some(), "{field} missing in {line}");

@@ -1,9 +1,22 @@
 //! Every refusal of CONTRACT section 3, with nothing queued; asello's echo; the probes.
 
-use crate::support::{Broker, sign, start, wait_for_status};
+use crate::support::{Broker, sign, start, sw_headers, wait_for_status};
 use std::time::Duration;
 
 const AISLE_BODY: &str = r#"{"id":"r-1","event":"ticket_created","data":{}}"#;
+const SW_BODY: &str = r#"{"type":"invoice.paid","timestamp":"2026-11-22T10:00:00Z","data":{}}"#;
+
+/// Standard Webhooks headers for `SW_BODY` signed at `now + skew` seconds, with `change`
+/// applied (a header replaced, removed or repeated).
+fn sw(
+    skew: i64,
+    change: impl FnOnce(&mut Vec<(&'static str, String)>),
+) -> Vec<(&'static str, String)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut headers = sw_headers("msg_rejections", now + skew, SW_BODY.as_bytes());
+    change(&mut headers);
+    headers
+}
 
 struct Case {
     name: &'static str,
@@ -25,6 +38,10 @@ fn cases() -> Vec<Case> {
         r#"{{"id":"x","event":"ticket_created","pad":"{}"}}"#,
         "a".repeat(5000)
     );
+    let mut twice = signed("aisle", AISLE_BODY);
+    twice.push(("x-aisle-webhook-signature", "00".into()));
+    let mut twice_reversed = twice.clone();
+    twice_reversed.reverse();
     let case = |name, method, path, headers, body: &str, status, code| Case {
         name,
         method,
@@ -186,6 +203,78 @@ fn cases() -> Vec<Case> {
             Some("malformed_payload"),
         ),
         case(
+            "aisle signature twice, valid first",
+            "POST",
+            "/webhooks/aisle",
+            twice,
+            AISLE_BODY,
+            400,
+            Some("duplicate_header"),
+        ),
+        case(
+            "aisle signature twice, valid last",
+            "POST",
+            "/webhooks/aisle",
+            twice_reversed,
+            AISLE_BODY,
+            400,
+            Some("duplicate_header"),
+        ),
+        case(
+            "standard-webhooks without webhook-id",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(0, |h| h.retain(|(k, _)| *k != "webhook-id")),
+            SW_BODY,
+            401,
+            Some("missing_signature"),
+        ),
+        case(
+            "standard-webhooks timestamp not an integer",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(0, |h| h[1].1 = "2026-11-22T10:00:00Z".into()),
+            SW_BODY,
+            401,
+            Some("missing_signature"),
+        ),
+        case(
+            "standard-webhooks signed 10 minutes ago",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(-600, |_| {}),
+            SW_BODY,
+            401,
+            Some("stale_timestamp"),
+        ),
+        case(
+            "standard-webhooks signed 10 minutes ahead",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(600, |_| {}),
+            SW_BODY,
+            401,
+            Some("stale_timestamp"),
+        ),
+        case(
+            "standard-webhooks tampered body",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(0, |_| {}),
+            &SW_BODY.replace("paid", "void"),
+            401,
+            Some("invalid_signature"),
+        ),
+        case(
+            "standard-webhooks signature header twice",
+            "POST",
+            "/webhooks/standard-webhooks",
+            sw(0, |h| h.push(("webhook-signature", "v1,AAAA".into()))),
+            SW_BODY,
+            400,
+            Some("duplicate_header"),
+        ),
+        case(
             "unknown source",
             "POST",
             "/webhooks/stripe",
@@ -247,12 +336,21 @@ async fn refusals_queue_nothing() {
                 "{}",
                 case.name
             );
+            // Neither what was sent as a signature nor what would have matched is repeated.
             let text = body.to_string();
+            let expected = sign("aisle", case.body.as_bytes()).1;
             assert!(
-                !text.contains(crate::support::AISLE_SECRET),
-                "{}: secret leaked",
+                !text.contains(&expected),
+                "{}: expected signature leaked",
                 case.name
             );
+            for (_, sent) in case.headers.iter().filter(|(_, v)| v.len() >= 8) {
+                assert!(
+                    !text.contains(sent.as_str()),
+                    "{}: sent signature echoed",
+                    case.name
+                );
+            }
         }
     }
 
@@ -275,8 +373,20 @@ async fn refusals_queue_nothing() {
         "nothing queued"
     );
     let log = ingress.all_lines().join("\n");
-    for secret in [crate::support::AISLE_SECRET, crate::support::ASELLO_SECRET] {
-        assert!(!log.contains(secret), "a secret appeared in the log");
+    for case in cases() {
+        let expected = sign("aisle", case.body.as_bytes()).1;
+        assert!(
+            !log.contains(&expected),
+            "{}: expected signature logged",
+            case.name
+        );
+        for (_, sent) in case.headers.iter().filter(|(_, v)| v.len() >= 8) {
+            assert!(
+                !log.contains(sent.as_str()),
+                "{}: sent signature logged",
+                case.name
+            );
+        }
     }
     broker.cleanup(&[]).await;
 }
@@ -319,7 +429,7 @@ async fn asello_echo_and_probes() {
     let text = metrics.text().await.unwrap();
     assert!(text.contains("hookline_ingress_requests_total"), "{text}");
 
-    let worker = format!("http://127.0.0.1:{}", config.metrics_port);
+    let worker = _hookline.metrics_base().await;
     wait_for_status(&format!("{worker}/healthz"), 200).await;
     let resp = client
         .get(format!("{worker}/metrics"))

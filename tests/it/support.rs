@@ -10,7 +10,6 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -27,41 +26,49 @@ pub(crate) const AURA_SECRET: &str = "aura-test-secret";
 pub(crate) const SIXPARK_SECRET: &str = "b7bcf4a088215ed9396b07c9e8b931a5697bc0c4";
 pub(crate) const ASELLO_SECRET: &str = "test-example-secret-with-minimum-length-32-chars";
 
+/// A broker URL nothing answers: port 1 is privileged and never listened on here, so every
+/// delivery goes to the spool. (A port picked as "free" earlier could be taken by now.)
+pub(crate) const NO_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+/// Standard Webhooks secret of the test config (the scheme's published example key).
+pub(crate) const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 /// A fresh name prefix so parallel tests never share queues.
 pub(crate) fn random_prefix() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A port nothing listens on right now.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The config file of a test instance.
 pub(crate) struct TestConfig {
     pub(crate) prefix: String,
     pub(crate) dir: PathBuf,
-    pub(crate) ingress_port: u16,
-    pub(crate) metrics_port: u16,
+    /// `ingress.listen`: port 0 by default, so the system picks a free port the process
+    /// keeps from the moment it binds it ([`Process::base`] reads it from the log).
+    pub(crate) ingress_listen: String,
+    /// `worker.metrics_listen`, port 0 by default.
+    pub(crate) metrics_listen: String,
     pub(crate) amqp_url: String,
+    /// `ingress.max_body_bytes` (4096 unless a test needs more).
+    pub(crate) max_body_bytes: usize,
+    /// Lines added to `[ingress]`.
+    pub(crate) ingress_extra: String,
+    /// Text appended to the file (more sections or sources).
     pub(crate) extra: String,
     /// Keeps a directory made by [`start`] alive as long as the config.
     _tmp: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl TestConfig {
-    /// All five providers, one source each, named after the provider.
+    /// All six providers, one source each, named after the provider.
     pub(crate) fn new(dir: &std::path::Path) -> Self {
         Self {
             prefix: random_prefix(),
             dir: dir.to_owned(),
-            ingress_port: free_port(),
-            metrics_port: free_port(),
+            ingress_listen: "127.0.0.1:0".into(),
+            metrics_listen: "127.0.0.1:0".into(),
             amqp_url: AMQP_URL.into(),
+            max_body_bytes: 4096,
+            ingress_extra: String::new(),
             extra: String::new(),
             _tmp: None,
         }
@@ -72,9 +79,10 @@ impl TestConfig {
         format!(
             r#"
 [ingress]
-listen = "127.0.0.1:{ingress}"
-max_body_bytes = 4096
+listen = "{ingress}"
+max_body_bytes = {max_body_bytes}
 ack_deadline_ms = 800
+{ingress_extra}
 [amqp]
 url = "{url}"
 prefix = "{prefix}"
@@ -83,7 +91,7 @@ dir = "{dir}"
 [worker]
 prefetch = 64
 max_attempts = 3
-metrics_listen = "127.0.0.1:{metrics}"
+metrics_listen = "{metrics}"
 [[sources]]
 name = "aisle"
 provider = "aisle"
@@ -104,10 +112,16 @@ secrets = ["{SIXPARK_SECRET}"]
 name = "asello"
 provider = "asello"
 secrets = ["{ASELLO_SECRET}"]
+[[sources]]
+name = "standard-webhooks"
+provider = "standard-webhooks"
+secrets = ["{SW_SECRET}"]
 {extra}
 "#,
-            ingress = self.ingress_port,
-            metrics = self.metrics_port,
+            ingress = self.ingress_listen,
+            metrics = self.metrics_listen,
+            ingress_extra = self.ingress_extra,
+            max_body_bytes = self.max_body_bytes,
             url = self.amqp_url,
             prefix = self.prefix,
             dir = self.dir.join("data").display(),
@@ -140,16 +154,15 @@ pub(crate) async fn start_with(
     config._tmp = Some(std::sync::Arc::new(dir));
     change(&mut config);
     let process = Process::start(&config.write(), command);
-    let base = format!("http://127.0.0.1:{}", config.ingress_port);
-    if command == "worker" {
-        wait_for_status(
-            &format!("http://127.0.0.1:{}/healthz", config.metrics_port),
-            200,
-        )
-        .await;
+    let base = if command == "worker" {
+        let metrics = process.metrics_base().await;
+        wait_for_status(&format!("{metrics}/healthz"), 200).await;
+        metrics
     } else {
+        let base = process.base().await;
         wait_for_status(&format!("{base}/readyz"), 200).await;
-    }
+        base
+    };
     (config, process, base)
 }
 
@@ -258,6 +271,43 @@ impl Process {
     /// Every captured line.
     pub(crate) fn all_lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// The address the process bound for `key` (`ingress.listen`, `worker.metrics_listen`),
+    /// from its "Listening." line; waits up to 10 s for it.
+    pub(crate) async fn bound(&self, key: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .log_lines_with("message", "Listening.")
+                .into_iter()
+                .find(|line| field_of(line, "key").and_then(|k| k.as_str()) == Some(key))
+                .and_then(|line| Some(field_of(&line, "listen")?.as_str()?.to_owned()));
+            if let Some(address) = found {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookline {} never logged the address of {key}",
+                self.command
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://<ingress address>`.
+    pub(crate) async fn base(&self) -> String {
+        format!("http://{}", self.bound("ingress.listen").await)
+    }
+
+    /// `http://<worker metrics address>`.
+    pub(crate) async fn metrics_base(&self) -> String {
+        format!("http://{}", self.bound("worker.metrics_listen").await)
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -368,8 +418,39 @@ pub(crate) fn sign(provider: &str, body: &[u8]) -> (&'static str, String) {
                 sign_hex(Algorithm::Sha256, ASELLO_SECRET.as_bytes(), body).to_uppercase()
             ),
         ),
-        other => panic!("unknown provider {other}"),
+        other => panic!("{other} does not sign with one header; use signed_headers"),
     }
+}
+
+/// Every header `provider` would send with `body`, signed as it signs, now.
+pub(crate) fn signed_headers(provider: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    if provider != "standard-webhooks" {
+        let (header, value) = sign(provider, body);
+        return vec![(header, value)];
+    }
+    use sha2::Digest;
+    // The same body gets the same message id, as a sender's retry would.
+    let id = format!("msg_{}", &hex::encode(sha2::Sha256::digest(body))[..24]);
+    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    sw_headers(&id, timestamp, body)
+}
+
+/// Standard Webhooks headers for `id` and `timestamp` over `body`, with the test secret.
+pub(crate) fn sw_headers(id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SW_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", format!("v1,{signature}")),
+    ]
 }
 
 /// POSTs a signed body to `/webhooks/<source>`; returns status and JSON body.
@@ -379,10 +460,11 @@ pub(crate) async fn post_signed(
     provider: &str,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let (header, value) = sign(provider, body.as_bytes());
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/webhooks/{source}"))
-        .header(header, value)
+    let mut request = reqwest::Client::new().post(format!("{base}/webhooks/{source}"));
+    for (header, value) in signed_headers(provider, body.as_bytes()) {
+        request = request.header(header, value);
+    }
+    let resp = request
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()

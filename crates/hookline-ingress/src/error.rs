@@ -6,13 +6,19 @@ use axum::response::{IntoResponse, Response};
 use hookline_core::{Refusal, Rejection};
 use serde::Serialize;
 
-/// Seconds a sender should wait before retrying after a 503.
+/// Seconds a sender should wait before retrying after a 503 from a failing store.
 pub(crate) const RETRY_AFTER_SECS: u64 = 5;
+
+/// Seconds a sender should wait after a 503 for overload: capacity frees up quickly.
+const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+
+/// Longest piece of a request's own text (a source name) repeated in an answer or a log.
+pub(crate) const ECHO_LIMIT: usize = 64;
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No source has that name.
+    /// No source has that name (the name is cut to [`ECHO_LIMIT`] characters).
     #[error("no source is named {0:?}")]
     UnknownSource(String),
     /// Signature missing, repeated, stale or wrong, or body malformed.
@@ -24,15 +30,24 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("could not read the request body")]
     BodyRead,
+    /// The body did not arrive within `ingress.body_timeout_ms`.
+    #[error("the body did not arrive within ingress.body_timeout_ms")]
+    BodyTimeout,
+    /// The request took longer than `ingress.request_timeout_ms`.
+    #[error("the request took longer than ingress.request_timeout_ms; retry later")]
+    RequestTimeout,
+    /// A limit on what is held at once was reached; the text names it.
+    #[error("too busy: {0}; retry later")]
+    Overloaded(&'static str),
     /// Neither the broker nor the spool could take the delivery in time.
     #[error("the delivery could not be stored durably; retry later")]
     Unavailable,
     /// The method is not supported for this source.
     #[error("this source accepts POST only")]
     MethodNotAllowed,
-    /// A `GET` echo check without `echo`.
-    #[error("missing `echo` query parameter")]
-    MissingEcho,
+    /// A `GET` echo check without a usable `echo`; the text says why.
+    #[error("{0}")]
+    BadEcho(&'static str),
 }
 
 impl ApiError {
@@ -48,12 +63,15 @@ impl ApiError {
                 Refusal::Stale { .. } => (StatusCode::UNAUTHORIZED, "stale_timestamp"),
                 Refusal::Mismatch { .. } => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             },
-            ApiError::Rejected(Rejection::Malformed(_)) | ApiError::MissingEcho => {
+            ApiError::Rejected(Rejection::Malformed(_)) | ApiError::BadEcho(_) => {
                 (StatusCode::BAD_REQUEST, "malformed_payload")
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::BodyRead => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::RequestTimeout | ApiError::Overloaded(_) | ApiError::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }
     }
@@ -76,12 +94,42 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Overloaded(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(OVERLOAD_RETRY_AFTER_SECS),
+                );
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        if matches!(
+            self,
+            ApiError::BodyTimeout | ApiError::BodyRead | ApiError::PayloadTooLarge(_)
+        ) {
+            // The rest of the body is never read: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl ApiError {
+    /// The 404 for `name`, repeating at most [`ECHO_LIMIT`] characters of it.
+    pub fn unknown_source(name: &str) -> Self {
+        ApiError::UnknownSource(cut(name, ECHO_LIMIT))
+    }
+}
+
+/// At most `max` characters of `text`, marked when cut.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

@@ -1,9 +1,12 @@
 //! hookline's HTTP ingress: verify each delivery, make it durable (broker confirm or
 //! fsynced spool), answer within the sender's budget.
 
+mod body;
 mod durable;
 mod error;
+mod limits;
 mod routes;
+mod sampler;
 mod server;
 pub mod spool;
 mod telemetry;
@@ -11,7 +14,7 @@ mod telemetry;
 pub use durable::{Durable, StoredIn};
 pub use error::ApiError;
 pub use routes::{AppState, router};
-pub use server::serve;
+pub use server::{ConnectionLimits, serve};
 
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
@@ -68,19 +71,18 @@ pub async fn run(
     );
     let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
-    let state = AppState::new(
-        &config.sources,
-        config.ingress.max_body_bytes,
-        durable,
-        metrics,
-    );
+    let state = AppState::new(&config.sources, &config.ingress, durable, metrics);
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         sources = config.sources.len(),
         spool_depth = spool.depth(),
         "Ingress listening."
     );
-    serve(listener, router(state), shutdown.cancelled_owned()).await;
+    let limits = ConnectionLimits {
+        max_connections: config.ingress.max_connections,
+        max_headers: config.ingress.max_headers,
+    };
+    serve(listener, router(state), limits, shutdown.cancelled_owned()).await;
     broker_stop.cancel();
     let _ = drainer.await;
     let _ = prober.await;

@@ -1,8 +1,11 @@
-//! The whole request path of CONTRACT section 3: find the source, bound the body, verify,
-//! make durable, answer.
+//! The whole request path of CONTRACT section 3: find the source, take a place among the
+//! requests in flight, check the signature headers, read the body under its limits, verify,
+//! make durable, answer, all within `request_timeout_ms`.
 
-use crate::durable::Durable;
+use crate::body;
+use crate::durable::{Durable, StoredIn};
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::telemetry;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -10,27 +13,32 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hookline_core::config::IngressConfig;
 use hookline_core::{SourceSpec, delivery};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// Everything a request needs.
 pub struct AppState {
     sources: HashMap<String, SourceSpec>,
     max_body_bytes: usize,
+    body_timeout: Duration,
+    request_timeout: Duration,
+    limits: Limits,
     durable: Durable,
     metrics: PrometheusHandle,
 }
 
 impl AppState {
-    /// State for the router.
+    /// State for the router, with the limits of `[ingress]`.
     pub fn new(
         sources: &[SourceSpec],
-        max_body_bytes: usize,
+        ingress: &IngressConfig,
         durable: Durable,
         metrics: PrometheusHandle,
     ) -> Arc<Self> {
@@ -39,7 +47,10 @@ impl AppState {
                 .iter()
                 .map(|s| (s.name.clone(), s.clone()))
                 .collect(),
-            max_body_bytes,
+            max_body_bytes: ingress.max_body_bytes,
+            body_timeout: ingress.body_timeout(),
+            request_timeout: ingress.request_timeout(),
+            limits: Limits::new(ingress.max_in_flight, ingress.body_budget_bytes),
             durable,
             metrics,
         })
@@ -48,7 +59,14 @@ impl AppState {
     fn source(&self, name: &str) -> Result<&SourceSpec, ApiError> {
         self.sources
             .get(name)
-            .ok_or_else(|| ApiError::UnknownSource(name.to_owned()))
+            .ok_or_else(|| ApiError::unknown_source(name))
+    }
+
+    /// The label metrics and logs use: a configured name, or `unknown` for all the others.
+    fn label<'a>(&'a self, name: &str) -> &'a str {
+        self.sources
+            .get_key_value(name)
+            .map_or("unknown", |(name, _)| name.as_str())
     }
 }
 
@@ -65,7 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 #[derive(Serialize)]
 struct Accepted {
     accepted: bool,
-    delivery_id: String,
+    delivery_id: Uuid,
 }
 
 async fn receive(
@@ -75,12 +93,11 @@ async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let label = if app.sources.contains_key(&name) {
-        name.as_str()
-    } else {
-        "unknown"
-    };
-    match accept(&app, &name, &headers, body).await {
+    let label = app.label(&name);
+    let outcome = tokio::time::timeout(app.request_timeout, accept(&app, &name, &headers, body))
+        .await
+        .unwrap_or(Err(ApiError::RequestTimeout));
+    match outcome {
         Ok((delivery_id, stored)) => {
             telemetry::accepted(label, &delivery_id, stored, started.elapsed());
             Json(Accepted {
@@ -101,8 +118,9 @@ async fn accept(
     name: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(String, crate::durable::StoredIn), ApiError> {
+) -> Result<(Uuid, StoredIn), ApiError> {
     let source = app.source(name)?;
+    let _slot = app.limits.enter()?;
     let received_at = OffsetDateTime::now_utc();
     // Missing, repeated or stale signature headers are refused before any body is read.
     delivery::check_headers(source, headers, received_at)?;
@@ -114,24 +132,19 @@ async fn accept(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    // The limit applies while reading, so a chunked body cannot grow past it in memory.
-    let body =
-        axum::body::to_bytes(body, limit).await.map_err(
-            |error| match std::error::Error::source(&error) {
-                Some(cause) if cause.is::<http_body_util::LengthLimitError>() => {
-                    ApiError::PayloadTooLarge(limit)
-                }
-                _ => ApiError::BodyRead,
-            },
-        )?;
-    let delivery = delivery::verify(source, headers, body, received_at)?;
+    let deadline = tokio::time::Instant::now() + app.body_timeout;
+    let body = body::read(body, limit, app.limits.lease(), deadline).await?;
+    let delivery = delivery::verify(source, headers, body.bytes.clone(), received_at)?;
     let stored = app
         .durable
         .store(&delivery)
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    Ok((delivery.meta().delivery_id.to_string(), stored))
+    Ok((delivery.meta().delivery_id, stored))
 }
+
+/// Longest `echo` answered: asello sends a 32-character token.
+const MAX_ECHO: usize = 1024;
 
 #[derive(Deserialize)]
 struct EchoQuery {
@@ -148,7 +161,12 @@ async fn echo(
     if !source.provider.answers_echo() {
         return Err(ApiError::MethodNotAllowed);
     }
-    let echo = query.echo.ok_or(ApiError::MissingEcho)?;
+    let echo = query
+        .echo
+        .ok_or(ApiError::BadEcho("missing `echo` query parameter"))?;
+    if echo.chars().count() > MAX_ECHO {
+        return Err(ApiError::BadEcho("`echo` is longer than 1024 characters"));
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain"),
@@ -233,7 +251,15 @@ mod tests {
             .build_recorder()
             .handle();
         (
-            router(AppState::new(&sources, 64, durable, metrics)),
+            router(AppState::new(
+                &sources,
+                &IngressConfig {
+                    max_body_bytes: 64,
+                    ..IngressConfig::default()
+                },
+                durable,
+                metrics,
+            )),
             spool,
             stop,
         )

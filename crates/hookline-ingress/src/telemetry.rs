@@ -2,14 +2,24 @@
 
 use crate::durable::StoredIn;
 use crate::error::ApiError;
+use crate::sampler::Sampler;
+use std::sync::LazyLock;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
+/// Refusals and failures are caused by clients: their lines are sampled per source and code.
+static SAMPLED: LazyLock<Sampler> = LazyLock::new(Sampler::default);
+
 /// A delivery was accepted (200).
-pub(crate) fn accepted(source: &str, delivery_id: &str, stored: StoredIn, elapsed: Duration) {
+pub(crate) fn accepted(
+    source: &str,
+    delivery_id: &uuid::Uuid,
+    stored: StoredIn,
+    elapsed: Duration,
+) {
     debug!(
         source,
-        delivery_id,
+        %delivery_id,
         stored = stored.as_str(),
         "Delivery accepted."
     );
@@ -19,19 +29,28 @@ pub(crate) fn accepted(source: &str, delivery_id: &str, stored: StoredIn, elapse
 }
 
 /// A request was refused; `source` is `unknown` for names not in the config.
+///
+/// Logged at most a few times per source, code and 10 s (the counter counts every one);
+/// `left_out` says how many lines were skipped since the previous one.
 pub(crate) fn refused(source: &str, error: &ApiError) {
     let (status, code) = error.status_and_code();
-    if status.is_server_error() {
-        warn!(
-            source,
-            code,
-            status = status.as_u16(),
-            "Delivery not accepted."
-        );
-    } else {
-        info!(source, code, status = status.as_u16(), reason = %error, "Request refused.");
-    }
     metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => code, "stored" => "none").increment(1);
+    let Some(left_out) = SAMPLED.admit(source, code) else {
+        return;
+    };
+    if status.is_server_error() {
+        warn!(source, code, status = status.as_u16(), reason = %error, left_out, "Delivery not accepted.");
+    } else {
+        info!(source, code, status = status.as_u16(), reason = %error, left_out, "Request refused.");
+    }
+}
+
+/// The listener could not accept a connection (e.g. out of file descriptors).
+pub(crate) fn accept_failed(error: &std::io::Error) {
+    metrics::counter!("hookline_ingress_accept_errors_total").increment(1);
+    if let Some(left_out) = SAMPLED.admit("", "accept") {
+        warn!(%error, left_out, "Cannot accept a connection.");
+    }
 }
 
 /// The broker missed a confirm: deliveries now go to the spool.
@@ -53,8 +72,10 @@ pub(crate) fn direct_mode(direct: bool) {
 
 /// The spool could not take a delivery: it was answered 503.
 pub(crate) fn spool_failed(error: &dyn std::fmt::Display) {
-    error!(%error, "Spool write failed; answering 503.");
     metrics::counter!("hookline_spool_failures_total").increment(1);
+    if let Some(left_out) = SAMPLED.admit("", "spool_failed") {
+        error!(%error, left_out, "Spool write failed; answering 503.");
+    }
 }
 
 /// Spooled deliveries reached the broker.

@@ -200,16 +200,21 @@ mod tests {
             })
         };
         let good = vector(SIGNATURE_V1);
-        let without = |name: &str| -> Headers {
-            good.iter().filter(|(k, _)| *k != name).cloned().collect()
-        };
+        let without =
+            |name: &str| -> Headers { good.iter().filter(|(k, _)| *k != name).cloned().collect() };
         let with = |name: &'static str, value: &str| -> Headers {
             let mut list = without(name);
             list.push((name, value.to_owned()));
             list
         };
         // (name, headers, body, receive time, expected)
-        type Case = (&'static str, Headers, &'static str, i64, Result<(), Refusal>);
+        type Case = (
+            &'static str,
+            Headers,
+            &'static str,
+            i64,
+            Result<(), Refusal>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "no id",
