@@ -22,6 +22,8 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     /// A delivery the broker has not confirmed by then goes to the spool.
     pub ack_deadline_ms: u64,
+    /// A confirm later than this races a spool write; the first durable one answers.
+    pub hedge_after_ms: u64,
     /// A body not complete this long after its headers: 408, connection closed.
     pub body_timeout_ms: u64,
     /// Longest time from a request's headers to its answer.
@@ -42,6 +44,7 @@ impl Default for IngressConfig {
             listen: ([0, 0, 0, 0], 8080).into(),
             max_body_bytes: 262_144,
             ack_deadline_ms: 800,
+            hedge_after_ms: 3,
             body_timeout_ms: 10_000,
             request_timeout_ms: 15_000,
             max_connections: 10_000,
@@ -56,6 +59,11 @@ impl IngressConfig {
     /// `ack_deadline_ms` as a duration.
     pub fn ack_deadline(&self) -> Duration {
         Duration::from_millis(self.ack_deadline_ms)
+    }
+
+    /// `hedge_after_ms` as a duration.
+    pub fn hedge_after(&self) -> Duration {
+        Duration::from_millis(self.hedge_after_ms)
     }
 
     /// `body_timeout_ms` as a duration.
@@ -396,6 +404,7 @@ fn validate(
     }
     for (key, value) in [
         ("ack_deadline_ms", raw.ingress.ack_deadline_ms),
+        ("hedge_after_ms", raw.ingress.hedge_after_ms),
         ("body_timeout_ms", raw.ingress.body_timeout_ms),
         ("request_timeout_ms", raw.ingress.request_timeout_ms),
         ("max_connections", raw.ingress.max_connections as u64),
@@ -624,6 +633,68 @@ mod tests {
             assert_eq!(config.worker.retention_days, 7);
             assert_eq!(config.worker.metrics_listen.to_string(), "0.0.0.0:9091");
             assert!(config.sources.is_empty() && config.subscriptions.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shipped_config_documents_the_code_defaults() {
+        // config/hookline.toml sets every key to its default (its header says so); this
+        // keeps the file and the code from drifting apart.
+        Jail::expect_with(|jail| {
+            let shipped = include_str!("../../../config/hookline.toml");
+            let config = load(jail, shipped).unwrap();
+            assert_eq!(config.ingress, IngressConfig::default());
+            assert_eq!(config.amqp, AmqpConfig::default());
+            assert_eq!(config.storage, StorageConfig::default());
+            assert_eq!(config.worker, WorkerConfig::default());
+            assert_eq!(config.sources.len(), 6, "one example source per provider");
+            for source in &config.sources {
+                assert_eq!(source.budget, source.provider.response_budget());
+                assert_eq!(source.timestamp_tolerance, DEFAULT_TIMESTAMP_TOLERANCE);
+            }
+            // Every key the code knows appears in the file, commented or not.
+            let defaults = figment::value::Value::serialize(Defaults::default()).unwrap();
+            for (section, keys) in defaults.as_dict().unwrap() {
+                for key in keys.as_dict().unwrap().keys() {
+                    assert!(
+                        shipped.contains(&format!("\n{key} ="))
+                            || shipped.contains(&format!("\n# {key} =")),
+                        "[{section}] {key} is not documented in config/hookline.toml"
+                    );
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn standard_webhooks_secrets_must_be_base64() {
+        let problems = problems(
+            r#"[[sources]]
+            name = "svix"
+            provider = "standard-webhooks"
+            secrets = ["whsec_not base64!"]"#,
+        );
+        assert_eq!(
+            problems,
+            ["hookline.toml: sources[0].secrets: a standard-webhooks secret must be `whsec_` followed by base64"]
+        );
+        Jail::expect_with(|jail| {
+            let config = load(
+                jail,
+                r#"[[sources]]
+                name = "svix"
+                provider = "standard-webhooks"
+                secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+                timestamp_tolerance_s = 60
+                budget_ms = 15000"#,
+            )
+            .unwrap();
+            let source = config.source("svix").unwrap();
+            assert_eq!(source.timestamp_tolerance, Duration::from_secs(60));
+            assert_eq!(source.budget, Duration::from_millis(15_000));
+            assert_eq!(source.secrets[0].expose().len(), 24, "the decoded key");
             Ok(())
         });
     }

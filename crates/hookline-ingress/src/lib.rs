@@ -5,6 +5,8 @@ mod body;
 mod durable;
 mod error;
 mod limits;
+mod mode;
+mod publisher;
 mod routes;
 mod sampler;
 mod server;
@@ -68,6 +70,7 @@ pub async fn run(
         spool.clone(),
         topology.ingress_queue(),
         config.ingress.ack_deadline(),
+        config.ingress.hedge_after(),
     );
     let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());

@@ -232,6 +232,7 @@ mod tests {
             spool.clone(),
             "routertest.ingress".into(),
             Duration::from_millis(200),
+            Duration::from_millis(3),
         );
         let sources = [
             SourceSpec::new(

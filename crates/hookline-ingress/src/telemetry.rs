@@ -53,16 +53,23 @@ pub(crate) fn accept_failed(error: &std::io::Error) {
     }
 }
 
-/// The broker missed a confirm: deliveries now go to the spool.
+/// The broker is away, failing, slow or saturated: deliveries now go to the spool first.
 pub(crate) fn spooling_started(reason: &dyn std::fmt::Display) {
     warn!(%reason, "Broker unavailable or slow; spooling deliveries to disk until it recovers.");
+    metrics::counter!("hookline_ingress_mode_changes_total", "to" => "spool").increment(1);
     direct_mode(false);
 }
 
-/// The spool is empty again and the broker answers.
-pub(crate) fn spooling_stopped() {
-    info!("Spool drained; publishing deliveries directly again.");
+/// The broker answers quickly and the spool is (nearly) drained.
+pub(crate) fn spooling_stopped(backlog: u64) {
+    info!(backlog, "Broker keeps up; publishing deliveries directly again.");
+    metrics::counter!("hookline_ingress_mode_changes_total", "to" => "direct").increment(1);
     direct_mode(true);
+}
+
+/// A late confirm raced a spool write; `winner` answered first.
+pub(crate) fn hedge_won_by(winner: StoredIn) {
+    metrics::counter!("hookline_ingress_hedges_total", "winner" => winner.as_str()).increment(1);
 }
 
 /// Whether deliveries are published directly (1) or spooled (0).

@@ -1,18 +1,21 @@
-//! Publishes spooled deliveries to `<prefix>.ingress`, oldest first, as soon as the broker
-//! answers; each record is removed only after its confirm.
+//! Publishes spooled deliveries to `<prefix>.ingress`, oldest first, in batch messages, as
+//! soon as the broker answers; each record is removed only after its confirm. Each round
+//! tells the mode how quick the broker was and how much is left.
 
 use crate::durable::Durable;
+use crate::publisher::{MAX_BATCH, MAX_BATCH_BYTES};
 use crate::telemetry;
 use hookline_amqp::PublishError;
 use hookline_amqp::message::properties;
 use hookline_core::storage::{Failure, StorageError};
-use hookline_core::wire;
-use std::time::Duration;
+use hookline_core::{VerifiedDelivery, wire};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
-/// Records read and sent per round; their confirms are awaited together.
-const BATCH: usize = 2048;
+/// Records read and sent per round (as several batch messages); their confirms are awaited
+/// together.
+const ROUND: usize = 2048;
 /// Pause between rounds while the broker is unavailable, and the idle poll interval.
 const IDLE: Duration = Duration::from_millis(250);
 /// Longest pause between failing rounds.
@@ -35,7 +38,8 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() && durable.broker().is_ready() {
             match drain_round(&durable).await {
                 Ok(0) => {
-                    durable.resume_direct();
+                    // Nothing (or only hedged records) left: the broker keeps up.
+                    durable.mode().drained(Duration::ZERO, durable.spool().depth());
                     pause = IDLE;
                     break;
                 }
@@ -46,7 +50,7 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
                     break;
                 }
                 Err(DrainError::Publish(error)) => {
-                    durable.suspend_direct(&error);
+                    durable.mode().spool(&error, false);
                     if matches!(error, PublishError::Returned(_) | PublishError::Amqp(_)) {
                         // The queue is gone or a channel closed: reconnecting re-declares
                         // the topology and opens fresh channels.
@@ -74,8 +78,8 @@ enum DrainError {
 /// Publishes up to one batch; returns how many records were removed.
 async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
     let spool = durable.spool();
-    let batch = match spool.oldest(BATCH).await {
-        Ok(batch) => batch,
+    let records = match spool.oldest(ROUND).await {
+        Ok(records) => records,
         Err(error) => {
             if let Failure::Corrupt { seq } = error.failure {
                 // An unreadable record would block every record behind it forever.
@@ -87,30 +91,31 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
             return Err(error.into());
         }
     };
-    if batch.is_empty() {
+    // A hedged record may still be confirmed by the broker: its clean-up decides.
+    let records: Vec<_> = records
+        .into_iter()
+        .filter(|(seq, _)| !durable.is_hedged(*seq))
+        .collect();
+    if records.is_empty() {
         return Ok(0);
     }
     let session = durable
         .broker()
         .session()
         .ok_or(PublishError::NotConnected)?;
-    let mut pending = Vec::with_capacity(batch.len());
+    let started = Instant::now();
+    let mut pending = Vec::new();
     let mut first_error = None;
-    for (seq, delivery) in batch {
-        let message = wire::single(delivery.meta(), delivery.body());
+    for chunk in batches(&records, |(_, d): &(u64, VerifiedDelivery)| d.body().len()) {
+        let deliveries: Vec<_> = chunk.iter().map(|(_, d)| d).collect();
+        let message = wire::batch(&deliveries);
+        let seqs: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
+        // One lane keeps the queue in spool order (oldest first).
         let sent = session
-            // One lane keeps the queue in spool order (oldest first).
-            .send(
-                0,
-                "",
-                durable.queue(),
-                &message.body,
-                properties(&message),
-                true,
-            )
+            .send(0, "", durable.queue(), &message.body, properties(&message), true)
             .await;
         match sent {
-            Ok(confirm) => pending.push((seq, confirm)),
+            Ok(confirm) => pending.push((seqs, confirm)),
             Err(error) => {
                 first_error = Some(error);
                 break;
@@ -118,14 +123,14 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
         }
     }
     let confirms =
-        futures_util::future::join_all(pending.into_iter().map(|(seq, confirm)| async move {
+        futures_util::future::join_all(pending.into_iter().map(|(seqs, confirm)| async move {
             let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, confirm.confirmed()).await;
-            (seq, outcome)
+            (seqs, outcome)
         }));
     let mut done = Vec::new();
-    for (seq, outcome) in confirms.await {
+    for (seqs, outcome) in confirms.await {
         match outcome {
-            Ok(Ok(())) => done.push(seq),
+            Ok(Ok(())) => done.extend(seqs),
             Ok(Err(error)) => {
                 first_error.get_or_insert(error);
             }
@@ -134,6 +139,7 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
             }
         }
     }
+    let latency = started.elapsed();
     let drained = done.len();
     if drained > 0 {
         if let Err(error) = spool.remove(done).await {
@@ -141,9 +147,50 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
             warn!(%error, "Cannot remove drained records from the spool; they will be sent again.");
         }
         telemetry::drained(drained);
+        if first_error.is_none() {
+            durable.mode().drained(latency, spool.depth());
+        }
     }
     match first_error {
         Some(error) => Err(error.into()),
         None => Ok(drained),
+    }
+}
+
+/// Splits records, in order, into batch messages within the publisher's caps.
+fn batches<T>(records: &[T], body_len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let size = body_len(record);
+        if i > start && (i - start >= MAX_BATCH || bytes + size > MAX_BATCH_BYTES) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_both_caps_and_keep_order() {
+        let sizes = |chunks: Vec<&[usize]>| chunks.iter().map(|c| c.len()).collect::<Vec<_>>();
+        let small = vec![600; 600];
+        assert_eq!(sizes(batches(&small, |n| *n)), [256, 256, 88]);
+        let big = vec![MAX_BATCH_BYTES; 3];
+        assert_eq!(sizes(batches(&big, |n| *n)), [1, 1, 1], "an oversized delivery goes alone");
+        let mixed = vec![100_000, 100_000, 100_000, 10];
+        assert_eq!(sizes(batches(&mixed, |n| *n)), [2, 2]);
+        let numbered: Vec<usize> = (0..600).collect();
+        let flat: Vec<usize> = batches(&numbered, |_| 1).concat();
+        assert_eq!(flat, numbered, "order kept");
+        assert!(batches(&Vec::<usize>::new(), |n| *n).is_empty());
     }
 }
