@@ -8,6 +8,7 @@ mod e2e;
 mod ingress;
 mod load;
 mod machine;
+mod names;
 mod outage;
 mod payload;
 mod process;
