@@ -1,6 +1,7 @@
 //! The bench's own side of RabbitMQ: connections, queue depth, purge and clean-up via
 //! lapin, and `rabbitmqctl` (version, `stop_app` with a guard that always restores it).
 
+use crate::names;
 use anyhow::{Context as _, Result, bail};
 use lapin::options::{
     ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
@@ -63,20 +64,40 @@ pub(crate) async fn purge(connection: &Connection, queue: &str) -> Result<u32> {
     Ok(purged)
 }
 
+/// Declares `queue` durable without arguments, as hookline declares its queues.
+pub(crate) async fn declare_durable(channel: &Channel, queue: &str) -> Result<()> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("cannot declare {queue}"))?;
+    Ok(())
+}
+
+/// Deletes `queue` (messages and all) on a channel of its own.
+pub(crate) async fn delete_queue(connection: &Connection, queue: &str) -> Result<()> {
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .with_context(|| format!("cannot delete {queue}"))?;
+    let _ = channel.close(200, "deleted".into()).await;
+    Ok(())
+}
+
 /// Deletes the queues and exchanges of `prefix` (hookline's and the bench's own).
 /// Each on its own channel, so one failure does not stop the rest.
 pub(crate) async fn delete_topology(url: &str, prefix: &str) -> Result<()> {
     let connection = connect_patiently(url, Duration::from_secs(60)).await?;
-    let queues = [
-        "ingress",
-        "unrouted",
-        "dead",
-        crate::e2e::EVENTS_QUEUE_SUFFIX,
-        crate::ceiling::QUEUE_SUFFIX,
-    ];
     let mut failures = Vec::new();
-    for suffix in queues {
-        let name = format!("{prefix}.{suffix}");
+    for suffix in names::QUEUES {
+        let name = names::under(prefix, suffix);
         let channel = connection.create_channel().await?;
         match channel
             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
@@ -88,8 +109,8 @@ pub(crate) async fn delete_topology(url: &str, prefix: &str) -> Result<()> {
             Err(error) => failures.push(format!("queue {name}: {error}")),
         }
     }
-    for suffix in ["events", "unrouted", "dead"] {
-        let name = format!("{prefix}.{suffix}");
+    for suffix in names::EXCHANGES {
+        let name = names::under(prefix, suffix);
         let channel = connection.create_channel().await?;
         match channel
             .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())

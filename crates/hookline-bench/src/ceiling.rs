@@ -7,6 +7,7 @@
 use crate::broker;
 use crate::load;
 use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
 use crate::payload;
 use crate::process::Bench;
 use anyhow::{Context as _, Result, bail};
@@ -21,8 +22,6 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// The bench queue's name after `<prefix>.`.
-pub(crate) const QUEUE_SUFFIX: &str = "bench.ceiling";
 /// Unconfirmed messages kept in flight by default.
 pub(crate) const WINDOW: usize = 1024;
 /// Confirm channels hookline's ingress publishes on.
@@ -63,7 +62,7 @@ pub(crate) async fn run(bench: &Bench, plan: CeilingPlan) -> Result<CeilingResul
         bail!("--window must be at least 1");
     }
     let connection = broker::connect(&bench.amqp_url).await?;
-    let queue = format!("{}.{QUEUE_SUFFIX}", bench.prefix);
+    let queue = names::under(&bench.prefix, names::CEILING_QUEUE);
     let lanes = if plan.ingress_like {
         INGRESS_CHANNELS
     } else {

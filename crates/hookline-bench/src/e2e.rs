@@ -6,6 +6,7 @@ use crate::broker;
 use crate::ingress::pool_size;
 use crate::load::{self, OpenLoopPlan, OpenLoopResult};
 use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
 use crate::payload::Payloads;
 use crate::process::{Bench, Role, Stopped};
 use crate::server_metrics::{self, ServerMetrics};
@@ -20,8 +21,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// The bench queue's name after `<prefix>.`.
-pub(crate) const EVENTS_QUEUE_SUFFIX: &str = "bench.events";
 /// Time between the two backlog readings.
 const BACKLOG_GAP: Duration = Duration::from_secs(5);
 /// Give up waiting for missing events after this long without a new one...
@@ -105,7 +104,7 @@ pub(crate) async fn run(
 
     let connection = broker::connect(&bench.amqp_url).await?;
     let channel = connection.create_channel().await?;
-    let queue = format!("{}.{EVENTS_QUEUE_SUFFIX}", bench.prefix);
+    let queue = names::under(&bench.prefix, names::E2E_EVENTS_QUEUE);
     // Durable like a real subscription queue, so the broker does the same work as in production.
     channel
         .queue_declare(
@@ -120,7 +119,7 @@ pub(crate) async fn run(
     channel
         .queue_bind(
             queue.as_str().into(),
-            format!("{}.events", bench.prefix).into(),
+            names::under(&bench.prefix, names::EVENTS_EXCHANGE).into(),
             "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -170,7 +169,7 @@ pub(crate) async fn run(
         })
     };
 
-    let ingress_queue = format!("{}.ingress", bench.prefix);
+    let ingress_queue = names::under(&bench.prefix, names::INGRESS_QUEUE);
     let meter = CpuMeter::start(&[
         ("ingress", hookline.proc(Role::Ingress)?.pid()),
         ("worker", hookline.proc(Role::Worker)?.pid()),
@@ -219,6 +218,10 @@ pub(crate) async fn run(
         .await
         .unwrap_or_default();
     let stopped = hookline.stop().await;
+    // Left bound, the queue would take a copy of every event of the modes after this one.
+    if let Err(error) = broker::delete_queue(&connection, &queue).await {
+        eprintln!("hookline-bench: e2e: {error:#}");
+    }
     let _ = connection.close(200, "e2e done".into()).await;
 
     let received = std::mem::take(&mut *received.lock().unwrap_or_else(PoisonError::into_inner));

@@ -4,6 +4,7 @@
 use crate::broker;
 use crate::load::{self, ClosedLoopResult};
 use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
 use crate::payload::Payloads;
 use crate::process::{Bench, Role, Stopped};
 use crate::server_metrics::{self, ServerMetrics};
@@ -73,7 +74,11 @@ pub(crate) async fn run(bench: &Bench, plan: IngressPlan) -> Result<IngressResul
     let stopped = hookline.stop().await;
 
     let connection = broker::connect(&bench.amqp_url).await?;
-    broker::purge(&connection, &format!("{}.ingress", bench.prefix)).await?;
+    broker::purge(
+        &connection,
+        &names::under(&bench.prefix, names::INGRESS_QUEUE),
+    )
+    .await?;
     let _ = connection.close(200, "purged".into()).await;
     Ok(IngressResult {
         load,

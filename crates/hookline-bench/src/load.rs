@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The endpoint every webhook goes to (the bench config has one Aisle source of that name).
@@ -107,17 +108,28 @@ struct Conn {
 
 impl Conn {
     async fn open(addr: SocketAddr) -> Result<Conn> {
-        let host = HeaderValue::from_str(&addr.to_string()).context("host header")?;
-        let sender = handshake(addr).await?;
-        Ok(Conn {
+        let mut conn = Conn::lazy(addr);
+        conn.sender = Some(handshake(addr).await?);
+        Ok(conn)
+    }
+
+    /// A connection that connects on its first request.
+    fn lazy(addr: SocketAddr) -> Conn {
+        Conn {
             addr,
-            host,
-            sender: Some(sender),
-        })
+            host: HeaderValue::from_str(&addr.to_string())
+                .expect("a socket address is a valid header value"),
+            sender: None,
+        }
     }
 
     /// POSTs `payload` to the webhook endpoint and reads the whole answer.
     async fn post(&mut self, payload: &Payload) -> Outcome {
+        self.post_within(payload, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Conn::post`] with its own time limit (connecting included).
+    async fn post_within(&mut self, payload: &Payload, limit: Duration) -> Outcome {
         let mut request = Request::new(Full::new(payload.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = Uri::from_static(WEBHOOK_PATH);
@@ -125,7 +137,7 @@ impl Conn {
         headers.insert(HOST, self.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(SIGNATURE_HEADER, payload.signature.clone());
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.send(request)).await {
+        match tokio::time::timeout(limit, self.send(request)).await {
             Ok(Ok(status)) => Outcome::Status(status),
             Ok(Err(_)) | Err(_) => {
                 self.sender = None;
@@ -169,6 +181,69 @@ async fn open_all(addr: SocketAddr, connections: usize) -> Result<Vec<Conn>> {
         conns.push(Conn::open(addr).await?);
     }
     Ok(conns)
+}
+
+/// POSTs `payload` once on a new connection: its status, or `None` without an answer
+/// (connect, I/O or protocol error) within `limit`.
+pub(crate) async fn post_fresh(
+    addr: SocketAddr,
+    payload: &Payload,
+    limit: Duration,
+) -> Option<u16> {
+    match Conn::lazy(addr).post_within(payload, limit).await {
+        Outcome::Status(status) => Some(status),
+        Outcome::Error => None,
+    }
+}
+
+/// `connections` keep-alive connections, each POSTing the next of `payloads` (cycled) as
+/// soon as its last answer came, until `stop`; a connection the server closes is
+/// reopened. Returns the answers (requests cut short by `stop` are not counted).
+pub(crate) async fn flood(
+    addr: SocketAddr,
+    payloads: Arc<[Payload]>,
+    connections: usize,
+    stop: CancellationToken,
+) -> Result<Tally> {
+    if payloads.is_empty() {
+        bail!("flood needs at least one payload");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for first in 0..connections {
+        let payloads = payloads.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut conn = Conn::lazy(addr);
+            let mut tally = Tally::default();
+            let mut next = first;
+            loop {
+                let payload = &payloads[next % payloads.len()];
+                next += connections;
+                let outcome = tokio::select! {
+                    () = stop.cancelled() => break,
+                    outcome = conn.post(payload) => outcome,
+                };
+                tally.add(outcome);
+                if outcome == Outcome::Error {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(ERROR_PAUSE) => {}
+                    }
+                }
+            }
+            tally
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(tally) = tasks.join_next().await {
+        total.merge(&tally.context("a flood connection task failed")?);
+    }
+    Ok(total)
+}
+
+/// Recorded values above `limit_us` (to the histogram's precision).
+pub(crate) fn count_above(histogram: &Histogram<u64>, limit_us: u64) -> u64 {
+    histogram.len() - histogram.count_between(0, limit_us)
 }
 
 /// A one-off `GET path` on a fresh connection: status and body (5 s limit).

@@ -2,18 +2,24 @@
 //! processes), drives load from 127.0.0.1, prints a markdown report and cleans up its
 //! queues and exchanges, also after an error, a panic or Ctrl-C.
 
+mod attack;
 mod broker;
+mod burst;
 mod ceiling;
 mod e2e;
 mod ingress;
 mod load;
 mod machine;
+mod naive;
+mod names;
+mod observer;
 mod outage;
 mod payload;
 mod process;
 mod rate;
 mod report;
 mod server_metrics;
+mod worker;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -26,8 +32,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Benchmarks hookline against the local RabbitMQ: broker ceiling, ingress throughput,
-/// open-loop latency, end to end, and a broker outage.
+/// Benchmarks hookline against the local RabbitMQ: broker ceiling, a naive server, ingress
+/// throughput, open-loop latency, end to end, a burst, the worker's drain, a broker outage,
+/// and hostile clients.
 #[derive(Parser)]
 #[command(name = "hookline-bench", version, about)]
 struct Cli {
@@ -40,9 +47,9 @@ struct Cli {
 /// Options every mode takes.
 #[derive(Args, Clone)]
 struct Options {
-    /// Measured seconds per mode.
-    #[arg(long, global = true, default_value_t = 10)]
-    seconds: u64,
+    /// Measured seconds per mode [default: 10; attack: 60 per round].
+    #[arg(long, global = true)]
+    seconds: Option<u64>,
     /// Client connections (closed loop: one request outstanding on each; open loop: pool).
     #[arg(long, global = true, default_value_t = 64)]
     connections: usize,
@@ -76,6 +83,8 @@ enum Mode {
         #[arg(long)]
         ingress_like: bool,
     },
+    /// A 40-line axum + lapin server in the bench (one confirm channel), ingress's closed loop.
+    Naive,
     /// hookline ingress alone, closed loop: req/s, latency, peak RSS.
     Ingress,
     /// hookline ingress alone, open loop at a fixed rate: latency from the intended send time.
@@ -90,14 +99,66 @@ enum Mode {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Ingress and worker offered more than they take: latency, then the drain and losses.
+    Burst {
+        /// Requests per second to offer [default: 1.5 × 10,000; in `all`: 1.5 × ceiling].
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// The worker alone draining a pre-filled `<prefix>.ingress`: time, events/s, CPU, RSS.
+    Worker {
+        /// Deliveries to pre-fill.
+        #[arg(long, default_value_t = worker::DEFAULT_DELIVERIES)]
+        deliveries: u64,
+    },
     /// Ingress while RabbitMQ's app is stopped: spooling, reconnect and drain.
     Outage,
-    /// ceiling, ingress, rate 1000, e2e, outage in one run, one table.
+    /// Ingress under slow-body, idle and forged-signature clients, twice: RSS, fds, signed 200s.
+    Attack(AttackArgs),
+    /// ceiling, naive, ingress, rate 1000, e2e, burst, worker, outage in one run, one table.
     All {
         /// e2e send rate [default: 80% of the ingress req/s measured in this run].
         #[arg(long)]
         rate: Option<f64>,
+        /// burst rate [default: 1.5 × the ceiling measured in this run].
+        #[arg(long)]
+        burst_rate: Option<f64>,
+        /// Deliveries the worker mode drains.
+        #[arg(long, default_value_t = worker::DEFAULT_DELIVERIES)]
+        deliveries: u64,
     },
+}
+
+/// The attack's mix (per round; two rounds against the same ingress).
+#[derive(Args, Clone, Copy)]
+struct AttackArgs {
+    /// Slow-body connections (complete headers, then 1 body byte per interval).
+    #[arg(long, default_value_t = attack::TRICKLE_CONNECTIONS)]
+    trickle_connections: usize,
+    /// Milliseconds between two body bytes of a slow-body connection.
+    #[arg(long, default_value_t = attack::TRICKLE_INTERVAL_MS)]
+    trickle_interval_ms: u64,
+    /// Content-Length the slow bodies announce.
+    #[arg(long, default_value_t = attack::TRICKLE_CONTENT_LENGTH)]
+    trickle_content_length: u64,
+    /// Connections that connect and send nothing.
+    #[arg(long, default_value_t = attack::IDLE_CONNECTIONS)]
+    idle_connections: usize,
+    /// Keep-alive connections sending forged-signature requests back to back.
+    #[arg(long, default_value_t = attack::FORGED_CONNECTIONS)]
+    forged_connections: usize,
+    /// Correctly signed deliveries per second from a separate well-behaved client.
+    #[arg(long, default_value_t = attack::SIGNED_RATE)]
+    signed_rate: f64,
+    /// Time limit of one signed request, ms.
+    #[arg(long, default_value_t = attack::SIGNED_TIMEOUT_MS)]
+    signed_timeout_ms: u64,
+    /// Pause after each round (connections close) before counting and the next round, s.
+    #[arg(long, default_value_t = attack::PAUSE_SECONDS)]
+    pause_seconds: u64,
+    /// Stop a round early when the ingress's RSS passes this (protects a shared box), MiB.
+    #[arg(long, default_value_t = attack::RSS_LIMIT_MIB)]
+    rss_limit_mib: u64,
 }
 
 fn main() -> ExitCode {
@@ -123,7 +184,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let options = cli.options.clone();
-    if options.seconds == 0 {
+    let seconds = options.seconds.unwrap_or(match cli.mode {
+        Mode::Attack(_) => attack::DEFAULT_SECONDS,
+        _ => DEFAULT_SECONDS,
+    });
+    if seconds == 0 {
         bail!("--seconds must be at least 1");
     }
     if options.connections == 0 {
@@ -147,11 +212,17 @@ async fn run(cli: Cli) -> Result<()> {
         machine,
         command,
         bench.binary(),
-        options.seconds,
+        seconds,
         options.connections,
     );
 
-    let mut task = tokio::spawn(run_mode(bench.clone(), cli.mode, options.clone(), report));
+    let mut task = tokio::spawn(run_mode(
+        bench.clone(),
+        cli.mode,
+        Duration::from_secs(seconds),
+        options.connections,
+        report,
+    ));
     let outcome = tokio::select! {
         joined = &mut task => joined.map_err(|e| {
             if e.is_panic() { anyhow!("the benchmark panicked") } else { anyhow!("the benchmark was cancelled") }
@@ -221,11 +292,10 @@ fn ensure_loopback(url: &str) -> Result<()> {
 async fn run_mode(
     bench: Arc<Bench>,
     mode: Mode,
-    options: Options,
+    seconds: Duration,
+    connections: usize,
     mut report: Report,
 ) -> Result<Report> {
-    let seconds = Duration::from_secs(options.seconds);
-    let connections = options.connections;
     let bench = bench.as_ref();
     match mode {
         Mode::Ceiling {
@@ -238,6 +308,10 @@ async fn run_mode(
                 ingress_like,
             };
             report.ceiling = Some(step("ceiling", ceiling::run(bench, plan)).await?);
+        }
+        Mode::Naive => {
+            let run = naive::run(bench, seconds, connections, DEFAULT_EXPECTED_RATE);
+            report.naive = Some(step("naive", run).await?);
         }
         Mode::Ingress => {
             let plan = ingress::IngressPlan {
@@ -254,15 +328,51 @@ async fn run_mode(
             let rate = rate.unwrap_or(DEFAULT_E2E_RATE);
             report.e2e = Some(step("e2e", e2e::run(bench, rate, seconds, connections)).await?);
         }
+        Mode::Burst { rate } => {
+            let rate = rate.unwrap_or(burst::CEILING_FACTOR * burst::ASSUMED_CEILING);
+            let run = burst::run(bench, rate, seconds, connections);
+            report.burst = Some(step("burst", run).await?);
+        }
+        Mode::Worker { deliveries } => {
+            report.worker = Some(step("worker", worker::run(bench, deliveries)).await?);
+        }
         Mode::Outage => {
             let run = outage::run(bench, seconds, connections, DEFAULT_EXPECTED_RATE);
             report.outage = Some(step("outage", run).await?);
         }
-        Mode::All { rate } => run_all(bench, &mut report, seconds, connections, rate).await,
+        Mode::Attack(args) => {
+            let plan = attack::AttackPlan {
+                seconds,
+                trickle_connections: args.trickle_connections,
+                trickle_interval: Duration::from_millis(args.trickle_interval_ms),
+                trickle_content_length: args.trickle_content_length,
+                idle_connections: args.idle_connections,
+                forged_connections: args.forged_connections,
+                signed_rate: args.signed_rate,
+                signed_timeout: Duration::from_millis(args.signed_timeout_ms),
+                pause: Duration::from_secs(args.pause_seconds),
+                rss_limit_kib: args.rss_limit_mib.saturating_mul(1024),
+            };
+            report.attack = Some(step("attack", attack::run(bench, plan)).await?);
+        }
+        Mode::All {
+            rate,
+            burst_rate,
+            deliveries,
+        } => {
+            let rates = AllRates {
+                e2e: rate,
+                burst: burst_rate,
+                deliveries,
+            };
+            run_all(bench, &mut report, seconds, connections, rates).await;
+        }
     }
     Ok(report)
 }
 
+/// Measured seconds per mode when `--seconds` is not given.
+const DEFAULT_SECONDS: u64 = 10;
 /// Sizes body pools when nothing was measured yet.
 const DEFAULT_EXPECTED_RATE: f64 = 20_000.0;
 /// `e2e`'s rate when run alone.
@@ -270,62 +380,89 @@ const DEFAULT_E2E_RATE: f64 = 2000.0;
 /// Lets the broker settle (purges, deletes, GC) between modes.
 const PAUSE_BETWEEN_MODES: Duration = Duration::from_secs(5);
 
+/// `all`'s choices that are not derived from its own measurements.
+struct AllRates {
+    e2e: Option<f64>,
+    burst: Option<f64>,
+    deliveries: u64,
+}
+
+/// Records a mode's result, or its failure, and pauses before the next one.
+async fn settle<T>(
+    name: &'static str,
+    result: Result<T>,
+    slot: &mut Option<T>,
+    failures: &mut Vec<(&'static str, String)>,
+) {
+    match result {
+        Ok(result) => *slot = Some(result),
+        Err(error) => failures.push((name, format!("{error:#}"))),
+    }
+    tokio::time::sleep(PAUSE_BETWEEN_MODES).await;
+}
+
 async fn run_all(
     bench: &Bench,
     report: &mut Report,
     seconds: Duration,
     connections: usize,
-    e2e_rate: Option<f64>,
+    rates: AllRates,
 ) {
     let plan = ceiling::CeilingPlan {
         seconds,
         window: ceiling::WINDOW,
         ingress_like: false,
     };
-    match step("ceiling", ceiling::run(bench, plan)).await {
-        Ok(result) => report.ceiling = Some(result),
-        Err(error) => report.failures.push(("ceiling", format!("{error:#}"))),
-    }
-    tokio::time::sleep(PAUSE_BETWEEN_MODES).await;
+    let result = step("ceiling", ceiling::run(bench, plan)).await;
+    settle("ceiling", result, &mut report.ceiling, &mut report.failures).await;
+    let ceiling_rate = report.ceiling.as_ref().map(|c| c.msgs_per_sec);
 
-    let expected_rate = report
-        .ceiling
-        .as_ref()
-        .map_or(DEFAULT_EXPECTED_RATE, |c| c.msgs_per_sec.max(1000.0));
+    let expected_rate = ceiling_rate.map_or(DEFAULT_EXPECTED_RATE, |r| r.max(1000.0));
+    let result = step(
+        "naive",
+        naive::run(bench, seconds, connections, expected_rate),
+    )
+    .await;
+    settle("naive", result, &mut report.naive, &mut report.failures).await;
+
     let plan = ingress::IngressPlan {
         seconds,
         connections,
         expected_rate,
     };
-    match step("ingress", ingress::run(bench, plan)).await {
-        Ok(result) => report.ingress = Some(result),
-        Err(error) => report.failures.push(("ingress", format!("{error:#}"))),
-    }
-    tokio::time::sleep(PAUSE_BETWEEN_MODES).await;
+    let result = step("ingress", ingress::run(bench, plan)).await;
+    settle("ingress", result, &mut report.ingress, &mut report.failures).await;
 
-    match step("rate", rate::run(bench, 1000.0, seconds, connections)).await {
-        Ok(result) => report.rate = Some(result),
-        Err(error) => report.failures.push(("rate", format!("{error:#}"))),
-    }
-    tokio::time::sleep(PAUSE_BETWEEN_MODES).await;
+    let result = step("rate", rate::run(bench, 1000.0, seconds, connections)).await;
+    settle("rate", result, &mut report.rate, &mut report.failures).await;
 
     let ingress_rate = report.ingress.as_ref().map(|i| i.load.ok_per_sec());
-    let rate = e2e_rate
+    let rate = rates
+        .e2e
         .or(ingress_rate.filter(|r| *r > 0.0).map(|r| (0.8 * r).round()))
         .unwrap_or(DEFAULT_E2E_RATE);
-    match step("e2e", e2e::run(bench, rate, seconds, connections)).await {
-        Ok(result) => report.e2e = Some(result),
-        Err(error) => report.failures.push(("e2e", format!("{error:#}"))),
-    }
-    tokio::time::sleep(PAUSE_BETWEEN_MODES).await;
+    let result = step("e2e", e2e::run(bench, rate, seconds, connections)).await;
+    settle("e2e", result, &mut report.e2e, &mut report.failures).await;
+
+    let rate = rates.burst.unwrap_or_else(|| {
+        let ceiling = ceiling_rate
+            .filter(|r| *r > 0.0)
+            .unwrap_or(burst::ASSUMED_CEILING);
+        (burst::CEILING_FACTOR * ceiling).round()
+    });
+    let result = step("burst", burst::run(bench, rate, seconds, connections)).await;
+    settle("burst", result, &mut report.burst, &mut report.failures).await;
+
+    let result = step("worker", worker::run(bench, rates.deliveries)).await;
+    settle("worker", result, &mut report.worker, &mut report.failures).await;
 
     let spool_expected = ingress_rate.unwrap_or(DEFAULT_EXPECTED_RATE).max(5000.0) * 2.0;
-    match step(
+    let result = step(
         "outage",
         outage::run(bench, seconds, connections, spool_expected),
     )
-    .await
-    {
+    .await;
+    match result {
         Ok(result) => report.outage = Some(result),
         Err(error) => report.failures.push(("outage", format!("{error:#}"))),
     }

@@ -7,6 +7,7 @@ use crate::broker::{self, AppStopped};
 use crate::ingress::pool_size;
 use crate::load::{self, ClosedLoopResult};
 use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
 use crate::payload::Payloads;
 use crate::process::{Bench, Hookline, Role, Stopped};
 use crate::server_metrics::{self, ServerMetrics};
@@ -74,7 +75,7 @@ pub(crate) async fn run(
     ));
     let mut hookline = bench.start(&[Role::Ingress]).await?;
     let addr = hookline.ingress_addr;
-    let queue = format!("{}.ingress", bench.prefix);
+    let queue = names::under(&bench.prefix, names::INGRESS_QUEUE);
     {
         let connection = broker::connect(&bench.amqp_url).await?;
         broker::purge(&connection, &queue).await?;

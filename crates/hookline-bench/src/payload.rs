@@ -14,6 +14,12 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-aisle-webhook-signature";
 /// Padding that brings a body to roughly 500 bytes, like a real ticket notification.
 const NOTE: &str = "Party of four, window seat if possible; one high chair; \
                     allergic to peanuts; arriving from the parking garage on level two";
+/// A longer note for the forged requests of `attack` (bodies of about 600 bytes).
+const FORGED_NOTE: &str = "Party of four, window seat if possible; one high chair; \
+                           allergic to peanuts; arriving from the parking garage on level two; \
+                           celebrating a birthday, would love a quiet corner away from the door \
+                           and the kitchen; two guests use wheelchairs, step-free entrance please; \
+                           please text the number on file if the table is ready early";
 
 /// One signed request body with its Aisle event id.
 #[derive(Clone)]
@@ -81,8 +87,40 @@ pub(crate) fn sample_body() -> Bytes {
     make(b"unused").body
 }
 
+/// A realistic Aisle ticket notification with event id `id` (about 400 bytes).
+pub(crate) fn aisle_body(id: Uuid) -> Bytes {
+    body_with_note(id, NOTE)
+}
+
+/// `count` Aisle requests of about 600 bytes whose signature is well-formed hex but made
+/// with a key no source has, so the ingress answers them 401 after computing the HMAC.
+pub(crate) fn forged(count: usize) -> Vec<Payload> {
+    (0..count)
+        .map(|_| {
+            let id = Uuid::new_v4();
+            let body = body_with_note(id, FORGED_NOTE);
+            let signature = sign(b"forged-by-hookline-bench", &body);
+            Payload {
+                id,
+                body,
+                signature,
+            }
+        })
+        .collect()
+}
+
 fn make(secret: &[u8]) -> Payload {
     let id = Uuid::new_v4();
+    let body = aisle_body(id);
+    let signature = sign(secret, &body);
+    Payload {
+        id,
+        body,
+        signature,
+    }
+}
+
+fn body_with_note(id: Uuid, note: &str) -> Bytes {
     let ticket = Uuid::new_v4();
     let body = format!(
         concat!(
@@ -93,14 +131,9 @@ fn make(secret: &[u8]) -> Payload {
         ),
         id = id,
         ticket = ticket,
-        note = NOTE,
+        note = note,
     );
-    let signature = sign(secret, body.as_bytes());
-    Payload {
-        id,
-        body: Bytes::from(body),
-        signature,
-    }
+    Bytes::from(body)
 }
 
 fn sign(secret: &[u8], body: &[u8]) -> HeaderValue {
@@ -132,5 +165,23 @@ mod tests {
         pool.next();
         pool.next();
         assert_eq!(pool.made_late(), 1);
+    }
+
+    #[test]
+    fn forged_requests_are_about_600_bytes_and_fail_verification() {
+        let forged = forged(2);
+        assert_ne!(forged[0].id, forged[1].id);
+        assert!(
+            (550..=650).contains(&forged[0].body.len()),
+            "{}",
+            forged[0].body.len()
+        );
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"s3cret").unwrap();
+        mac.update(&forged[0].body);
+        assert_ne!(
+            forged[0].signature.to_str().unwrap(),
+            hex::encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(forged[0].signature.len(), 64);
     }
 }

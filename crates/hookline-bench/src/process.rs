@@ -3,6 +3,7 @@
 //! and a graceful SIGTERM stop that also happens on drop (error, panic, Ctrl-C).
 
 use crate::load;
+use crate::machine;
 use anyhow::{Context as _, Result, bail};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -107,6 +108,12 @@ impl Bench {
 
     /// Starts the given roles with a fresh config and storage dir and waits until ready.
     pub(crate) async fn start(&self, roles: &[Role]) -> Result<Hookline> {
+        self.start_with(roles, "").await
+    }
+
+    /// Like [`Bench::start`], with `extra` TOML (more sources, subscriptions) appended to
+    /// the config.
+    pub(crate) async fn start_with(&self, roles: &[Role], extra: &str) -> Result<Hookline> {
         let n = self.starts.fetch_add(1, Ordering::Relaxed) + 1;
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let run_dir = self.dir().join(format!("{n:02}-{}", names.join("+")));
@@ -117,7 +124,7 @@ impl Bench {
         let config = run_dir.join("hookline.toml");
         std::fs::write(
             &config,
-            self.config_text(&run_dir, ingress_addr, worker_addr),
+            self.config_text(&run_dir, ingress_addr, worker_addr) + extra,
         )
         .with_context(|| format!("cannot write {}", config.display()))?;
 
@@ -139,6 +146,17 @@ impl Bench {
             hookline.wait_log(Role::Worker, "Worker consuming").await?;
         }
         Ok(hookline)
+    }
+
+    /// `[[sources]]` for an inline and an asello source (besides the aisle one), each with
+    /// a secret of its own that is long enough for its provider.
+    pub(crate) fn more_sources_toml(&self) -> String {
+        format!(
+            "\n[[sources]]\nname = \"inline\"\nprovider = \"inline\"\nsecrets = [{inline:?}]\n\
+             \n[[sources]]\nname = \"asello\"\nprovider = \"asello\"\nsecrets = [{asello:?}]\n",
+            inline = format!("{}-inline", self.secret),
+            asello = format!("{}-asello-at-least-32-characters", self.secret),
+        )
     }
 
     fn config_text(&self, run_dir: &Path, ingress: SocketAddr, worker: SocketAddr) -> String {
@@ -333,12 +351,12 @@ impl Proc {
 
     /// Peak resident set size (`VmHWM`) in KiB.
     pub(crate) fn peak_rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/<pid>/status")
+        machine::status_kib(self.pid(), "VmHWM").context("no VmHWM in /proc/<pid>/status")
+    }
+
+    /// The file its standard output and error go to.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The last `lines` lines of its log.

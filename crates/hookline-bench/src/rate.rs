@@ -5,6 +5,7 @@ use crate::broker;
 use crate::ingress::pool_size;
 use crate::load::{self, OpenLoopPlan, OpenLoopResult};
 use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
 use crate::payload::Payloads;
 use crate::process::{Bench, Role, Stopped};
 use crate::server_metrics::{self, ServerMetrics};
@@ -57,7 +58,11 @@ pub(crate) async fn run(
     let stopped = hookline.stop().await;
 
     let connection = broker::connect(&bench.amqp_url).await?;
-    broker::purge(&connection, &format!("{}.ingress", bench.prefix)).await?;
+    broker::purge(
+        &connection,
+        &names::under(&bench.prefix, names::INGRESS_QUEUE),
+    )
+    .await?;
     let _ = connection.close(200, "purged".into()).await;
     Ok(RateResult {
         rate,

@@ -1,14 +1,18 @@
 //! The markdown report: machine info, one table with every figure and its target, CPU use
 //! per phase, and notes (server-side timings, shutdowns, measurement caveats).
 
+use crate::attack::{self, AttackResult};
+use crate::burst::{self, BurstResult};
 use crate::ceiling::CeilingResult;
 use crate::e2e::E2eResult;
 use crate::ingress::IngressResult;
 use crate::machine::MachineInfo;
+use crate::naive::NaiveResult;
 use crate::outage::OutageResult;
 use crate::process::Stopped;
 use crate::rate::RateResult;
 use crate::server_metrics::ServerMetrics;
+use crate::worker::WorkerResult;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -23,6 +27,14 @@ const OUTAGE_P99: Duration = Duration::from_millis(100);
 const SPOOL_VS_INGRESS: f64 = 0.50;
 /// Target: drain rate as a share of the broker ceiling.
 const DRAIN_VS_CEILING: f64 = 0.80;
+/// Target: signed deliveries answered 200 within 1 s during the attack.
+const ATTACK_ON_TIME: f64 = 0.99;
+/// Target: the attack's second round peaks at most this much above the first.
+const ATTACK_SECOND_PEAK: f64 = 1.10;
+/// Target: the attack's load generator, % of one core.
+const ATTACK_BENCH_CPU: f64 = 25.0;
+/// Target: log bytes per minute during the attack.
+const ATTACK_LOG_PER_MIN: f64 = 1_000_000.0;
 
 /// Everything one bench run found.
 pub(crate) struct Report {
@@ -38,14 +50,22 @@ pub(crate) struct Report {
     pub(crate) connections: usize,
     /// `ceiling` results.
     pub(crate) ceiling: Option<CeilingResult>,
+    /// `naive` results.
+    pub(crate) naive: Option<NaiveResult>,
     /// `ingress` results.
     pub(crate) ingress: Option<IngressResult>,
     /// `rate` results.
     pub(crate) rate: Option<RateResult>,
     /// `e2e` results.
     pub(crate) e2e: Option<E2eResult>,
+    /// `burst` results.
+    pub(crate) burst: Option<BurstResult>,
+    /// `worker` results.
+    pub(crate) worker: Option<WorkerResult>,
     /// `outage` results.
     pub(crate) outage: Option<OutageResult>,
+    /// `attack` results.
+    pub(crate) attack: Option<AttackResult>,
     /// Modes that failed, with their error.
     pub(crate) failures: Vec<(&'static str, String)>,
 }
@@ -66,10 +86,14 @@ impl Report {
             seconds,
             connections,
             ceiling: None,
+            naive: None,
             ingress: None,
             rate: None,
             e2e: None,
+            burst: None,
+            worker: None,
             outage: None,
+            attack: None,
             failures: Vec::new(),
         }
     }
@@ -80,10 +104,14 @@ impl Report {
         self.header(&mut out);
         let mut table = Table::default();
         self.ceiling_rows(&mut table);
+        self.naive_rows(&mut table);
         self.ingress_rows(&mut table);
         self.rate_rows(&mut table);
         self.e2e_rows(&mut table);
+        self.burst_rows(&mut table);
+        self.worker_rows(&mut table);
         self.outage_rows(&mut table);
+        self.attack_rows(&mut table);
         out.push_str(&table.render());
         self.cpu_section(&mut out);
         self.notes(&mut out);
@@ -133,10 +161,47 @@ impl Report {
         );
     }
 
+    /// ` = 64% of ceiling`, or nothing without a ceiling.
+    fn of_ceiling(&self, value: f64) -> String {
+        match &self.ceiling {
+            Some(c) if c.msgs_per_sec > 0.0 => {
+                format!(" = {:.0}% of ceiling", value / c.msgs_per_sec * 100.0)
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn naive_rows(&self, t: &mut Table) {
+        let Some(n) = &self.naive else { return };
+        let rps = n.load.ok_per_sec();
+        t.row(
+            &format!(
+                "Naive server (axum + lapin inside the bench, 1 confirm channel, confirm awaited \
+                 per request), same closed loop as ingress, {} conns: 200s/s",
+                self.connections
+            ),
+            &format!("{} req/s{}", rate(rps), self.of_ceiling(rps)),
+            "reference (the floor)",
+            "",
+        );
+        t.row(
+            "Naive latency p50 / p99 / p99.9",
+            &percentiles(&n.load.latency, false),
+            "",
+            "",
+        );
+        t.row(
+            "Naive non-200 answers",
+            &n.load.tally.describe_failures(),
+            "none",
+            &verdict(n.load.tally.failed() == 0),
+        );
+    }
+
     fn ingress_rows(&self, t: &mut Table) {
         let Some(i) = &self.ingress else { return };
         let rps = i.load.ok_per_sec();
-        let (ratio, v) = match &self.ceiling {
+        let (mut ratio, v) = match &self.ceiling {
             Some(c) if c.msgs_per_sec > 0.0 => {
                 let r = rps / c.msgs_per_sec;
                 (
@@ -146,6 +211,16 @@ impl Report {
             }
             _ => (String::new(), "n/a (needs ceiling)".to_owned()),
         };
+        if let Some(n) = &self.naive
+            && n.load.ok_per_sec() > 0.0
+        {
+            let _ = write!(
+                ratio,
+                "{}{:.0}% of naive",
+                if ratio.is_empty() { " = " } else { ", " },
+                rps / n.load.ok_per_sec() * 100.0
+            );
+        }
         t.row(
             &format!(
                 "Ingress only, closed loop, {} conns: 200s/s",
@@ -245,6 +320,144 @@ impl Report {
         );
     }
 
+    fn burst_rows(&self, t: &mut Table) {
+        let Some(b) = &self.burst else { return };
+        t.row(
+            &format!(
+                "Burst (ingress + worker), open loop {} req/s offered for {} s: answered 200",
+                rate(b.rate),
+                self.seconds
+            ),
+            &format!(
+                "{} of {} offered ({} req/s{}); non-200: {}",
+                count(b.accepted()),
+                count(b.load.scheduled),
+                rate(b.load.achieved_rate),
+                self.of_ceiling(b.load.achieved_rate),
+                b.load.tally.describe_failures()
+            ),
+            "",
+            "",
+        );
+        let answered = b.load.latency.len();
+        t.row(
+            "Burst latency from the intended send time p50 / p99 / max; answers over 1 s",
+            &format!(
+                "{} / {} / {}; {} of {} over 1 s ({:.1}%)",
+                fmt_us(b.load.latency.value_at_quantile(0.5)),
+                fmt_us(b.load.latency.value_at_quantile(0.99)),
+                fmt_us(b.load.latency.max()),
+                count(b.slow_answers),
+                count(answered),
+                b.slow_answers as f64 / answered.max(1) as f64 * 100.0
+            ),
+            "",
+            "",
+        );
+        t.row(
+            "Burst: last answer → every 200 an event, `<prefix>.ingress` empty",
+            &format!(
+                "{} (at the last answer: backlog {}, {} of {} events; last answer {} after the schedule's end)",
+                b.tail
+                    .took()
+                    .map_or(format!("not within the limit ({} events)", b.tail.events), secs),
+                count(b.backlog_at_end.into()),
+                count(b.events_at_end.into()),
+                count(b.accepted()),
+                secs(b.answers_lag)
+            ),
+            "",
+            "",
+        );
+        t.row(
+            "Burst: drain rate during the tail",
+            &b.drain_rate()
+                .map_or("n/a (nothing left to drain)".to_owned(), |d| {
+                    format!(
+                        "{} ev/s{} ({} events in {})",
+                        rate(d),
+                        self.of_ceiling(d),
+                        count(b.tail.events.saturating_sub(b.events_at_end).into()),
+                        b.tail.took().map_or("?".to_owned(), secs)
+                    )
+                }),
+            "",
+            "",
+        );
+        t.row(
+            "Burst: lost (200s without an event) / extra events (duplicates)",
+            &format!(
+                "lost {}, extra {} ({} answered 200, {} events)",
+                count(b.lost()),
+                count(b.extra()),
+                count(b.accepted()),
+                count(b.events_final.into())
+            ),
+            "0 lost, 0 dup",
+            &verdict(b.tail.done.is_some() && b.lost() == 0 && b.extra() == 0),
+        );
+    }
+
+    fn worker_rows(&self, t: &mut Table) {
+        let Some(w) = &self.worker else { return };
+        t.row(
+            &format!(
+                "Worker alone: {} pre-filled deliveries, worker start → `<prefix>.ingress` empty and all events",
+                count(w.deliveries)
+            ),
+            &format!(
+                "{} (ready after {}, first event after {})",
+                w.drain_time()
+                    .map_or(format!("not within the limit ({} events)", w.drained.events), secs),
+                secs(w.ready_after),
+                w.drained
+                    .first_event
+                    .map_or("?".to_owned(), |at| secs(at.saturating_duration_since(w.drained.since)))
+            ),
+            "",
+            "",
+        );
+        t.row(
+            "Worker: events/s (whole drain; after the first event)",
+            &match (w.events_per_sec(), w.steady_events_per_sec()) {
+                (Some(all), steady) => format!(
+                    "{} ev/s{}; {} ev/s",
+                    rate(all),
+                    self.of_ceiling(all),
+                    steady.map_or("?".to_owned(), rate)
+                ),
+                (None, _) => "n/a (did not finish)".to_owned(),
+            },
+            "",
+            "",
+        );
+        t.row(
+            "Worker: every delivery became exactly one event",
+            &format!(
+                "{} events for {} deliveries; {} left in `<prefix>.ingress`",
+                count(w.events_final.into()),
+                count(w.deliveries),
+                count(w.drained.ingress_left.into())
+            ),
+            "all, no dup",
+            &verdict(w.complete()),
+        );
+        t.row(
+            "Worker CPU (start → drained) and peak RSS",
+            &format!(
+                "{} of one core; {:.1} MiB",
+                w.cpu
+                    .processes
+                    .iter()
+                    .find(|(label, _, _)| label == "worker")
+                    .map_or("?".to_owned(), |(_, pct, _)| format!("{pct:.0}%")),
+                w.peak_rss_kib as f64 / 1024.0
+            ),
+            "",
+            "",
+        );
+    }
+
     fn outage_rows(&self, t: &mut Table) {
         let Some(o) = &self.outage else { return };
         let rps = o.load.ok_per_sec();
@@ -326,10 +539,198 @@ impl Report {
         );
     }
 
+    fn attack_rows(&self, t: &mut Table) {
+        let Some(a) = &self.attack else { return };
+        let p = &a.plan;
+        let each = |f: &dyn Fn(&attack::Round) -> String| {
+            a.rounds.iter().map(f).collect::<Vec<_>>().join(" / ")
+        };
+        t.row(
+            &format!(
+                "Attack, {} s per round, 2 rounds against one ingress: {} slow bodies (headers, then 1 B per {} ms of {} B), \
+                 {} idle, {} forged-signature keep-alive conns, signed client {}/s",
+                p.seconds.as_secs(),
+                p.trickle_connections,
+                p.trickle_interval.as_millis(),
+                p.trickle_content_length,
+                rate(p.idle_connections as f64),
+                p.forged_connections,
+                p.signed_rate
+            ),
+            &format!(
+                "ran {}{}",
+                each(&|r| secs(r.ran_for)),
+                a.rounds
+                    .iter()
+                    .filter_map(|r| r.stopped_early.as_deref())
+                    .map(|why| format!("; {why}"))
+                    .collect::<String>()
+            ),
+            "full time",
+            &verdict(a.rounds.iter().all(|r| r.stopped_early.is_none())),
+        );
+        let (second, v) = match a.rounds.as_slice() {
+            // A round cut short at the RSS limit says memory is not bounded.
+            rounds if rounds.iter().any(|r| r.stopped_early.is_some()) => (
+                " (a round stopped at the RSS limit)".to_owned(),
+                verdict(false),
+            ),
+            [one, two, ..] if one.peak_rss_kib > 0 => {
+                let growth = two.peak_rss_kib as f64 / one.peak_rss_kib as f64;
+                (
+                    format!(" (round 2 = {:+.0}%)", (growth - 1.0) * 100.0),
+                    verdict(growth <= ATTACK_SECOND_PEAK),
+                )
+            }
+            _ => (String::new(), "n/a".to_owned()),
+        };
+        t.row(
+            "Attack: ingress peak RSS (VmRSS sampled every 100 ms), round 1 / round 2",
+            &format!("{}{second}", each(&|r| mib(r.peak_rss_kib))),
+            "round 2 ≤ round 1 + 10%",
+            &v,
+        );
+        t.row(
+            "Attack: ingress RSS at the round's end → after the pause",
+            &each(&|r| format!("{} → {}", mib(r.end_rss_kib), mib(r.settled_rss_kib))),
+            "",
+            "",
+        );
+        t.row(
+            "Attack: signed deliveries answered 200 within 1 s (from the intended send time)",
+            &each(&|r| {
+                format!(
+                    "{:.1}% ({} of {})",
+                    r.signed.on_time_share() * 100.0,
+                    count(r.signed.on_time),
+                    count(r.signed.sent)
+                )
+            }),
+            "≥ 99%",
+            &verdict(
+                !a.rounds.is_empty()
+                    && a.rounds
+                        .iter()
+                        .all(|r| r.signed.on_time_share() >= ATTACK_ON_TIME),
+            ),
+        );
+        t.row(
+            "Attack: signed client 200 late / non-200 / no answer within the time limit; latency p50 / p99 / max",
+            &each(&|r| {
+                format!(
+                    "late {}, failed: {}; {}",
+                    r.signed.late,
+                    r.signed.describe_failures(),
+                    percentiles_max(&r.signed.latency)
+                )
+            }),
+            "",
+            "",
+        );
+        t.row(
+            "Attack: signed 200s (cumulative) vs `<prefix>.ingress` depth + spool (no worker runs)",
+            &each(&|r| {
+                format!(
+                    "{} → {} queued + {} spooled, lost {}",
+                    count(r.accepted_so_far),
+                    count(r.queued.into()),
+                    r.spool_depth.map_or("?".to_owned(), |d| format!("{d}")),
+                    r.lost()
+                )
+            }),
+            "0 lost",
+            &verdict(!a.rounds.is_empty() && a.rounds.iter().all(|r| r.lost() == 0)),
+        );
+        t.row(
+            "Attack: forged requests answered (per s): status codes",
+            &each(&|r| {
+                let answered = r.forged.ok + r.forged.other.values().sum::<u64>();
+                format!(
+                    "{} ({}/s): {}{}",
+                    count(answered),
+                    rate(r.forged_per_sec()),
+                    if r.forged.ok > 0 {
+                        format!("200×{}, ", r.forged.ok)
+                    } else {
+                        String::new()
+                    },
+                    r.forged.describe_failures()
+                )
+            }),
+            "no 200",
+            &verdict(a.rounds.iter().all(|r| r.forged.ok == 0)),
+        );
+        t.row(
+            "Attack: slow bodies: longest hold (connect → server close), connects, what the server answered",
+            &each(&|r| holds_text(&r.trickle, Some(r.trickle_bytes))),
+            "",
+            "",
+        );
+        t.row(
+            "Attack: idle connections: longest hold (connect → server close), connects, answers",
+            &each(&|r| holds_text(&r.idle, None)),
+            "",
+            "",
+        );
+        t.row(
+            "Attack: ingress log written from the round's start to the end of the pause after it (per minute of that span)",
+            &each(&|r| {
+                format!(
+                    "{} ({}/min)",
+                    bytes_text(r.log_bytes as f64),
+                    bytes_text(r.log_bytes_per_min())
+                )
+            }),
+            "≤ 1 MB/min",
+            &verdict(
+                a.rounds
+                    .iter()
+                    .all(|r| r.log_bytes_per_min() <= ATTACK_LOG_PER_MIN),
+            ),
+        );
+        t.row(
+            "Attack: ingress open fds at peak (sampled every 500 ms)",
+            &each(&|r| r.peak_fds.to_string()),
+            "",
+            "",
+        );
+        let planned = 1.0 / p.trickle_interval.as_secs_f64();
+        t.row(
+            &format!(
+                "Attack: load generator: slow-body bytes per connection per second (planned {planned:.0}); bench process CPU"
+            ),
+            &each(&|r| {
+                format!(
+                    "{:.0} B/s; {}",
+                    r.trickle_bytes_per_conn_sec(p.trickle_connections),
+                    r.cpu
+                        .processes
+                        .iter()
+                        .find(|(label, _, _)| label == "bench")
+                        .map_or("?".to_owned(), |(_, pct, _)| format!("{pct:.0}% of one core"))
+                )
+            }),
+            "≥ 90% of planned; ≤ 25% of one core",
+            &verdict(a.rounds.iter().all(|r| {
+                let cpu = r
+                    .cpu
+                    .processes
+                    .iter()
+                    .find(|(label, _, _)| label == "bench")
+                    .map_or(f64::INFINITY, |(_, pct, _)| *pct);
+                r.trickle_bytes_per_conn_sec(p.trickle_connections) >= 0.9 * planned
+                    && cpu <= ATTACK_BENCH_CPU
+            })),
+        );
+    }
+
     fn cpu_section(&self, out: &mut String) {
         let mut lines = Vec::new();
         if let Some(c) = &self.ceiling {
             lines.push(format!("- ceiling: {}", c.cpu.describe()));
+        }
+        if let Some(n) = &self.naive {
+            lines.push(format!("- naive: {}", n.cpu.describe()));
         }
         if let Some(i) = &self.ingress {
             lines.push(format!("- ingress: {}", i.cpu.describe()));
@@ -340,8 +741,23 @@ impl Report {
         if let Some(e) = &self.e2e {
             lines.push(format!("- e2e: {}", e.cpu.describe()));
         }
+        if let Some(b) = &self.burst {
+            lines.push(format!("- burst (burst and tail): {}", b.cpu.describe()));
+        }
+        if let Some(w) = &self.worker {
+            lines.push(format!("- worker (start → drained): {}", w.cpu.describe()));
+        }
         if let Some(o) = &self.outage {
             lines.push(format!("- outage (spooling): {}", o.cpu.describe()));
+        }
+        if let Some(a) = &self.attack {
+            for (i, round) in a.rounds.iter().enumerate() {
+                lines.push(format!(
+                    "- attack round {}: {}",
+                    i + 1,
+                    round.cpu.describe()
+                ));
+            }
         }
         if !lines.is_empty() {
             let _ = writeln!(
@@ -424,13 +840,84 @@ impl Report {
                 ));
             }
         }
+        if let Some(n) = &self.naive {
+            if n.publish_failures > 0 {
+                notes.push(format!(
+                    "naive: {} publishes failed or were nacked (answered 503)",
+                    n.publish_failures
+                ));
+            }
+            if n.made_late > 0 {
+                notes.push(format!(
+                    "naive: the body pool ran out; {} bodies were signed during timing",
+                    n.made_late
+                ));
+            }
+            notes.push(
+                "naive: the server runs inside the bench process on its own 2-thread runtime; \
+                 its CPU is the `naive server` part of the bench's"
+                    .to_owned(),
+            );
+        }
+        if let Some(b) = &self.burst {
+            notes.push(format!(
+                "burst: peak RSS ingress {}, worker {}; observer queue bound with `#` by the worker (durable, counted, not consumed); \
+                 client start lag behind schedule p50 {} / p99 {}",
+                mib(b.peak_rss_kib.0),
+                mib(b.peak_rss_kib.1),
+                fmt_us(b.load.lag.value_at_quantile(0.5)),
+                fmt_us(b.load.lag.value_at_quantile(0.99)),
+            ));
+            if b.slow_answers > 0 {
+                notes.push(format!(
+                    "burst: {} answers took over {} from their intended send time (queueing in the client's {}-connection pool counts)",
+                    b.slow_answers,
+                    secs(burst::SLOW_ANSWER),
+                    self.connections
+                ));
+            }
+        }
+        if let Some(w) = &self.worker {
+            notes.push(format!(
+                "worker: pre-fill of {} deliveries took {} ({} msg/s, 1024 confirms in flight); \
+                 the observer queue is bound with `#` by the worker before it consumes (durable, counted, not consumed)",
+                count(w.deliveries),
+                secs(w.prefill_took),
+                rate(w.deliveries as f64 / w.prefill_took.as_secs_f64().max(1e-3))
+            ));
+            if let Some(batch) = w
+                .server
+                .histogram_mean("hookline_processed_flush_batch", &[])
+            {
+                notes.push(format!(
+                    "worker: processed-id store: {batch:.1} deliveries per flush on average"
+                ));
+            }
+        }
+        if let Some(a) = &self.attack {
+            notes.push(format!(
+                "attack: the ingress's open-file limit (soft / hard) {}; the bench's soft limit {} → {} (raised after the ingress started)",
+                a.ingress_nofile.as_deref().unwrap_or("?"),
+                limit_text(a.bench_nofile.0),
+                limit_text(a.bench_nofile.1)
+            ));
+            notes.push(
+                "attack: slow bodies are written by one timer loop with non-blocking 1-byte writes; \
+                 the signed client runs on its own thread and runtime (a new connection per delivery); \
+                 a connection the server closes within 1 s is reopened after 100 ms"
+                    .to_owned(),
+            );
+        }
         let stops = self
             .ingress
             .iter()
             .flat_map(|i| &i.stopped)
             .chain(self.rate.iter().flat_map(|r| &r.stopped))
             .chain(self.e2e.iter().flat_map(|e| &e.stopped))
-            .chain(self.outage.iter().flat_map(|o| &o.stopped));
+            .chain(self.burst.iter().flat_map(|b| &b.stopped))
+            .chain(self.worker.iter().flat_map(|w| &w.stopped))
+            .chain(self.outage.iter().flat_map(|o| &o.stopped))
+            .chain(self.attack.iter().flat_map(|a| &a.stopped));
         let bad: Vec<&Stopped> = stops.filter(|s| !s.graceful()).collect();
         if !bad.is_empty() {
             for s in bad {
@@ -441,7 +928,14 @@ impl Report {
                     secs(s.took)
                 ));
             }
-        } else if self.ingress.is_some() || self.e2e.is_some() {
+        } else if self.ingress.is_some()
+            || self.rate.is_some()
+            || self.e2e.is_some()
+            || self.burst.is_some()
+            || self.worker.is_some()
+            || self.outage.is_some()
+            || self.attack.is_some()
+        {
             notes.push("every hookline process exited 0 within 10 s of SIGTERM".to_owned());
         }
         for (mode, error) in &self.failures {
@@ -536,8 +1030,68 @@ fn percentiles(h: &Histogram<u64>, with_max: bool) -> String {
     text
 }
 
+/// `p50 / p99 / max`.
+fn percentiles_max(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no samples".into();
+    }
+    format!(
+        "{} / {} / {}",
+        fmt_us(h.value_at_quantile(0.5)),
+        fmt_us(h.value_at_quantile(0.99)),
+        fmt_us(h.max())
+    )
+}
+
+/// `21.3 MiB` from KiB.
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// `512 B`, `12.3 kB`, `4.56 MB` (decimal units, as the log target is stated).
+fn bytes_text(bytes: f64) -> String {
+    if bytes >= 1e6 {
+        format!("{:.2} MB", bytes / 1e6)
+    } else if bytes >= 1e3 {
+        format!("{:.1} kB", bytes / 1e3)
+    } else {
+        format!("{bytes:.0} B")
+    }
+}
+
+/// A resource limit, `unlimited` for `None`.
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or("unlimited".to_owned(), |l| l.to_string())
+}
+
+/// How the server treated one kind of attack connection.
+fn holds_text(holds: &attack::Holds, bytes: Option<u64>) -> String {
+    let longest = if holds.longest_open >= holds.longest_closed && holds.still_open > 0 {
+        format!("≥ {} (still open at the end)", secs(holds.longest()))
+    } else {
+        secs(holds.longest())
+    };
+    let mut text = format!(
+        "longest {longest}; {} connects ({} failed), {} closed by the server, {} open at the end; answers: {}",
+        count(holds.connects),
+        count(holds.connect_errors),
+        count(holds.closed),
+        count(holds.still_open),
+        holds.describe_answers()
+    );
+    if let Some(bytes) = bytes {
+        let _ = write!(text, "; {} body bytes sent", bytes_text(bytes as f64));
+    }
+    text
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// `12,345`.
+fn count(n: u64) -> String {
+    rate(n as f64)
 }
 
 /// `12,345` (rounded).
@@ -565,5 +1119,9 @@ mod tests {
         assert_eq!(rate(1_234_567.0), "1,234,567");
         assert_eq!(fmt_us(1500), "1.50 ms");
         assert_eq!(fmt_us(2_500_000), "2.50 s");
+        assert_eq!(bytes_text(512.0), "512 B");
+        assert_eq!(bytes_text(12_345.0), "12.3 kB");
+        assert_eq!(bytes_text(4_560_000.0), "4.56 MB");
+        assert_eq!(mib(2048), "2.0 MiB");
     }
 }

@@ -1,0 +1,261 @@
+//! `worker`: the worker alone, draining a backlog. `<prefix>.ingress` is pre-filled with N
+//! distinct raw deliveries in the ingress's format before any worker runs; then
+//! `hookline worker` starts with an observer queue bound to `<prefix>.events` with `#`,
+//! and the bench times the drain: worker start → `<prefix>.ingress` empty and N events in
+//! the observer queue. Also the worker's CPU and peak RSS.
+
+use crate::broker;
+use crate::machine::{CpuMeter, CpuUse};
+use crate::names;
+use crate::observer::{self, Drained};
+use crate::payload;
+use crate::process::{Bench, Role, Stopped};
+use crate::server_metrics::{self, ServerMetrics};
+use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Confirmation, Connection};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use uuid::Uuid;
+
+/// Deliveries pre-filled by default: 10–20 s of draining on a 2-core box.
+pub(crate) const DEFAULT_DELIVERIES: u64 = 100_000;
+/// Unconfirmed pre-fill messages kept in flight.
+const PREFILL_WINDOW: usize = 1024;
+/// Give up when neither queue changed for this long...
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// ...or after this long in all.
+const DRAIN_LIMIT: Duration = Duration::from_secs(900);
+/// Wait after the drain before the final count, so duplicates right behind show up.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// `x-hookline-received-at`: RFC 3339, milliseconds, UTC (as the ingress writes it).
+const RECEIVED_AT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// What the worker run measured.
+pub(crate) struct WorkerResult {
+    /// Deliveries pre-filled (= events expected).
+    pub(crate) deliveries: u64,
+    /// How long the pre-fill took (confirmed).
+    pub(crate) prefill_took: Duration,
+    /// The poll from the worker's start to the end of the drain.
+    pub(crate) drained: Drained,
+    /// From the worker's start to `/healthz` answering and "Worker consuming" logged.
+    pub(crate) ready_after: Duration,
+    /// Events in the observer queue a moment after the drain.
+    pub(crate) events_final: u32,
+    /// CPU use from the worker's start to the end of the drain.
+    pub(crate) cpu: CpuUse,
+    /// Peak RSS of the worker, KiB.
+    pub(crate) peak_rss_kib: u64,
+    /// The worker's `/metrics` at the end.
+    pub(crate) server: ServerMetrics,
+    /// How the worker stopped.
+    pub(crate) stopped: Vec<Stopped>,
+}
+
+impl WorkerResult {
+    /// Worker start → ingress queue empty and every event in the observer queue.
+    pub(crate) fn drain_time(&self) -> Option<Duration> {
+        self.drained.took()
+    }
+
+    /// Events per second over the whole drain, start-up included.
+    pub(crate) fn events_per_sec(&self) -> Option<f64> {
+        let took = self.drain_time()?.as_secs_f64();
+        (took > 0.0).then(|| self.deliveries as f64 / took)
+    }
+
+    /// Events per second from the first poll that saw an event to the end.
+    pub(crate) fn steady_events_per_sec(&self) -> Option<f64> {
+        let took = self
+            .drained
+            .done?
+            .saturating_duration_since(self.drained.first_event?)
+            .as_secs_f64();
+        (took > 0.0).then(|| self.deliveries as f64 / took)
+    }
+
+    /// Every delivery became exactly one event.
+    pub(crate) fn complete(&self) -> bool {
+        self.drained.done.is_some() && u64::from(self.events_final) == self.deliveries
+    }
+}
+
+/// Pre-fills `<prefix>.ingress`, starts a worker, times the drain, stops it, cleans up.
+pub(crate) async fn run(bench: &Bench, deliveries: u64) -> Result<WorkerResult> {
+    if deliveries == 0 {
+        bail!("--deliveries must be at least 1");
+    }
+    let ingress = names::under(&bench.prefix, names::INGRESS_QUEUE);
+    let observer_queue = names::under(&bench.prefix, names::WORKER_EVENTS_QUEUE);
+    let connection = broker::connect(&bench.amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    // Declared as hookline declares them (durable, no arguments), and empty.
+    broker::declare_durable(&channel, &ingress).await?;
+    broker::declare_durable(&channel, &observer_queue).await?;
+    broker::purge(&connection, &ingress).await?;
+    broker::purge(&connection, &observer_queue).await?;
+
+    eprintln!("hookline-bench: worker: pre-filling {deliveries} deliveries");
+    let began = Instant::now();
+    prefill_single(&connection, &ingress, deliveries).await?;
+    let prefill_took = began.elapsed();
+    let queued = broker::queue_depth(&channel, &ingress).await?;
+    if u64::from(queued) != deliveries {
+        bail!("{ingress} holds {queued} messages after pre-filling {deliveries}");
+    }
+
+    let mut meter = CpuMeter::start(&[]);
+    let poll_channel = connection.create_channel().await?;
+    let (ingress_name, observer_name) = (ingress.clone(), observer_queue.clone());
+    let poller = tokio::spawn(async move {
+        observer::wait_for(
+            &poll_channel,
+            &ingress_name,
+            &observer_name,
+            deliveries,
+            STALL_LIMIT,
+            DRAIN_LIMIT,
+        )
+        .await
+    });
+    let spawned = Instant::now();
+    let started = bench
+        .start_with(
+            &[Role::Worker],
+            &observer::subscription_toml(&observer_queue),
+        )
+        .await;
+    let mut hookline = match started {
+        Ok(hookline) => hookline,
+        Err(error) => {
+            poller.abort();
+            return Err(error);
+        }
+    };
+    let ready_after = spawned.elapsed();
+    meter.add_started_since("worker", hookline.proc(Role::Worker)?.pid());
+    let drained = poller.await.context("the queue poller failed")??;
+    let cpu = meter.finish();
+    hookline.ensure_running()?;
+    let peak_rss_kib = hookline.proc(Role::Worker)?.peak_rss_kib()?;
+    let server = server_metrics::read(hookline.worker_addr)
+        .await
+        .unwrap_or_default();
+    tokio::time::sleep(GRACE).await;
+    let events_final = broker::queue_depth(&channel, &observer_queue).await?;
+    let stopped = hookline.stop().await;
+
+    broker::delete_queue(&connection, &observer_queue).await?;
+    broker::purge(&connection, &ingress).await?;
+    let _ = connection.close(200, "worker done".into()).await;
+    Ok(WorkerResult {
+        deliveries,
+        prefill_took,
+        drained,
+        ready_after,
+        events_final,
+        cpu,
+        peak_rss_kib,
+        server,
+        stopped,
+    })
+}
+
+/// Publishes `count` raw deliveries to `queue` in the ingress's single-delivery format:
+/// body = one Aisle notification with a distinct id, `message_id` = a fresh delivery id
+/// (UUID v7), the `x-hookline-source`/`-provider`/`-received-at` headers, persistent.
+pub(crate) async fn prefill_single(connection: &Connection, queue: &str, count: u64) -> Result<()> {
+    publish_confirmed(connection, queue, count, PREFILL_WINDOW, |_| {
+        let received_at = OffsetDateTime::now_utc()
+            .format(RECEIVED_AT)
+            .unwrap_or_else(|_| "2026-11-22T10:00:00.000Z".to_owned());
+        let mut headers = FieldTable::default();
+        for (key, value) in [
+            ("x-hookline-source", "aisle"),
+            ("x-hookline-provider", "aisle"),
+            ("x-hookline-received-at", received_at.as_str()),
+        ] {
+            headers.insert(
+                ShortString::from(key),
+                AMQPValue::LongString(value.as_bytes().to_vec().into()),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_message_id(Uuid::now_v7().to_string().into())
+            .with_content_type("application/json".into())
+            .with_app_id("hookline".into())
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        (payload::aisle_body(Uuid::new_v4()), properties)
+    })
+    .await
+}
+
+/// Publishes `count` messages made by `make(i)` to `queue` through the default exchange on
+/// one confirm channel, `window` unconfirmed at most; fails on any nack.
+async fn publish_confirmed(
+    connection: &Connection,
+    queue: &str,
+    count: u64,
+    window: usize,
+    mut make: impl FnMut(u64) -> (Bytes, BasicProperties),
+) -> Result<()> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut in_flight = FuturesUnordered::new();
+    let mut sent = 0u64;
+    let mut nacked = 0u64;
+    loop {
+        while in_flight.len() < window && sent < count {
+            let (body, properties) = make(sent);
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .context("basic_publish failed while pre-filling")?;
+            sent += 1;
+            in_flight.push(confirm);
+        }
+        match in_flight.next().await {
+            Some(confirmation) => match confirmation.context("publisher confirm failed")? {
+                Confirmation::Ack(_) => {}
+                Confirmation::Nack(_) | Confirmation::NotRequested => nacked += 1,
+            },
+            None => break,
+        }
+    }
+    let _ = channel.close(200, "pre-filled".into()).await;
+    if nacked > 0 {
+        bail!("the broker nacked {nacked} of {count} pre-fill messages");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_at_looks_like_the_ingress_s() {
+        let text = OffsetDateTime::UNIX_EPOCH
+            .format(RECEIVED_AT)
+            .unwrap_or_default();
+        assert_eq!(text, "1970-01-01T00:00:00.000Z");
+    }
+}
