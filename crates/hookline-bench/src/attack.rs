@@ -237,7 +237,7 @@ pub(crate) struct Round {
     /// `200`s of the signed client in this and the earlier rounds.
     pub(crate) accepted_so_far: u64,
     /// Messages in `<prefix>.ingress` after the pause.
-    pub(crate) queued: u32,
+    pub(crate) queued: u64,
     /// `hookline_spool_depth` when they were counted.
     pub(crate) spool_depth: Option<f64>,
     /// CPU use during the round.
@@ -257,7 +257,7 @@ impl Round {
 
     /// `200`s that reached neither the queue nor the spool.
     pub(crate) fn lost(&self) -> u64 {
-        let stored = u64::from(self.queued) + self.spool_depth.unwrap_or(0.0).max(0.0) as u64;
+        let stored = self.queued + self.spool_depth.unwrap_or(0.0).max(0.0) as u64;
         self.accepted_so_far.saturating_sub(stored)
     }
 
@@ -308,7 +308,6 @@ pub(crate) async fn run(bench: &Bench, plan: AttackPlan) -> Result<AttackResult>
     let ingress_nofile = machine::nofile_limits(pid);
     let queue = names::under(&bench.prefix, names::INGRESS_QUEUE);
     let connection = broker::connect(&bench.amqp_url).await?;
-    let channel = connection.create_channel().await?;
     broker::purge(&connection, &queue).await?;
 
     let payloads = Payloads::generate(
@@ -330,7 +329,7 @@ pub(crate) async fn run(bench: &Bench, plan: AttackPlan) -> Result<AttackResult>
         result.accepted_so_far = accepted;
         result.settled_rss_kib = machine::status_kib(pid, "VmRSS").unwrap_or(0);
         result.spool_depth = wait_spool_empty(addr).await;
-        result.queued = broker::queue_depth(&channel, &queue).await?;
+        result.queued = broker::count_deliveries(&connection, &queue).await?;
         result.log_bytes = std::fs::metadata(&log)
             .map_or(0, |m| m.len())
             .saturating_sub(log_before);

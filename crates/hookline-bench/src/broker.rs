@@ -53,15 +53,53 @@ pub(crate) async fn queue_depth(channel: &Channel, queue: &str) -> Result<u32> {
     Ok(declared.message_count())
 }
 
-/// Removes every ready message from `queue`; returns how many.
+/// Removes every ready message from `queue`; returns how many (0 when hookline has not
+/// declared it yet).
 pub(crate) async fn purge(connection: &Connection, queue: &str) -> Result<u32> {
     let channel = connection.create_channel().await?;
-    let purged = channel
+    let purged = match channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
         .await
-        .with_context(|| format!("purge of {queue}"))?;
+    {
+        Ok(purged) => purged,
+        Err(error) if error.to_string().contains("NOT_FOUND") => return Ok(0),
+        Err(error) => return Err(error).with_context(|| format!("purge of {queue}")),
+    };
     let _ = channel.close(200, "purged".into()).await;
     Ok(purged)
+}
+
+/// Raw deliveries waiting in `queue`, counting each one inside batch messages: reads every
+/// ready message without acking, then closes the channel, which puts them all back.
+pub(crate) async fn count_deliveries(connection: &Connection, queue: &str) -> Result<u64> {
+    let channel = connection.create_channel().await?;
+    let messages = queue_depth(&channel, queue).await?;
+    channel
+        .basic_qos(1000, lapin::options::BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consume {queue}"))?;
+    let mut deliveries = 0u64;
+    let mut seen = 0u32;
+    while seen < messages {
+        let next = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut consumer))
+            .await
+            .context("messages stopped arriving while counting")?;
+        let Some(delivery) = next else { break };
+        let delivery = delivery?;
+        let message = hookline_amqp::message::received(&delivery.properties, &delivery.data);
+        deliveries += hookline_core::wire::decode(&message).map_or(1, |e| e.len() as u64);
+        seen += 1;
+    }
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(deliveries)
 }
 
 /// Declares `queue` durable without arguments, as hookline declares its queues.

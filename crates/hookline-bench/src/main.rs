@@ -110,6 +110,9 @@ enum Mode {
         /// Deliveries to pre-fill.
         #[arg(long, default_value_t = worker::DEFAULT_DELIVERIES)]
         deliveries: u64,
+        /// Deliveries per pre-filled message (1: single-delivery messages).
+        #[arg(long, default_value_t = worker::DEFAULT_BATCH)]
+        batch: usize,
     },
     /// Ingress while RabbitMQ's app is stopped: spooling, reconnect and drain.
     Outage,
@@ -333,8 +336,8 @@ async fn run_mode(
             let run = burst::run(bench, rate, seconds, connections);
             report.burst = Some(step("burst", run).await?);
         }
-        Mode::Worker { deliveries } => {
-            report.worker = Some(step("worker", worker::run(bench, deliveries)).await?);
+        Mode::Worker { deliveries, batch } => {
+            report.worker = Some(step("worker", worker::run(bench, deliveries, batch)).await?);
         }
         Mode::Outage => {
             let run = outage::run(bench, seconds, connections, DEFAULT_EXPECTED_RATE);
@@ -453,7 +456,11 @@ async fn run_all(
     let result = step("burst", burst::run(bench, rate, seconds, connections)).await;
     settle("burst", result, &mut report.burst, &mut report.failures).await;
 
-    let result = step("worker", worker::run(bench, rates.deliveries)).await;
+    let result = step(
+        "worker",
+        worker::run(bench, rates.deliveries, worker::DEFAULT_BATCH),
+    )
+    .await;
     settle("worker", result, &mut report.worker, &mut report.failures).await;
 
     let spool_expected = ingress_rate.unwrap_or(DEFAULT_EXPECTED_RATE).max(5000.0) * 2.0;

@@ -41,8 +41,8 @@ pub(crate) struct OutageResult {
     pub(crate) drain_time: Option<Duration>,
     /// Deliveries per second while draining (those after the first poll that saw any).
     pub(crate) drain_rate: Option<f64>,
-    /// Deliveries in `<prefix>.ingress` at the end.
-    pub(crate) queued: u32,
+    /// Deliveries in `<prefix>.ingress` at the end (batch messages counted by content).
+    pub(crate) queued: u64,
     /// `hookline_spool_depth` at the end (should be 0).
     pub(crate) spool_depth_end: Option<f64>,
     /// `hookline_ingress_direct` at the end (1: publishing directly again).
@@ -58,7 +58,7 @@ pub(crate) struct OutageResult {
 impl OutageResult {
     /// Every accepted delivery reached the queue and the spool is empty.
     pub(crate) fn complete(&self) -> bool {
-        u64::from(self.queued) >= self.accepted && self.spool_depth_end == Some(0.0)
+        self.queued >= self.accepted && self.spool_depth_end == Some(0.0)
     }
 }
 
@@ -97,39 +97,47 @@ pub(crate) async fn run(
     let start_app_took = app.start().await?;
     let started = Instant::now();
     let connection = broker::connect_patiently(&bench.amqp_url, Duration::from_secs(60)).await?;
-    let channel = connection.create_channel().await?;
-    let mut first: Option<(Instant, u32)> = None;
-    let mut last: (Instant, u32) = (Instant::now(), 0);
-    let queued = loop {
-        let depth = broker::queue_depth(&channel, &queue).await?;
+    // The drain is followed by the spool's own depth: the queue holds batch messages, so its
+    // message count says little about deliveries.
+    let before = spool_depth_before.unwrap_or(accepted as f64);
+    let mut first: Option<(Instant, f64)> = None;
+    let mut last: (Instant, f64) = (Instant::now(), before);
+    loop {
+        hookline.ensure_running()?;
+        let depth = server_metrics::read(addr)
+            .await
+            .ok()
+            .and_then(|m| m.sum("hookline_spool_depth", &[]))
+            .unwrap_or(before);
         let now = Instant::now();
-        if depth > 0 && first.is_none() {
+        if depth < before && first.is_none() {
             first = Some((now, depth));
         }
-        if depth > last.1 {
+        if depth < last.1 {
             last = (now, depth);
         }
-        if u64::from(depth) >= accepted {
-            break depth;
+        if depth <= 0.0 {
+            break;
         }
         let stalled = match first {
             None => started.elapsed() >= RECONNECT_LIMIT,
             Some(_) => last.0.elapsed() >= DRAIN_STALL_LIMIT,
         };
         if stalled {
-            break depth;
+            break;
         }
         tokio::time::sleep(POLL).await;
-    };
+    }
     let all_at = Instant::now();
     let reconnect_delay = first.map(|(at, _)| at.saturating_duration_since(started));
     let drain_time = first.map(|(at, _)| all_at.saturating_duration_since(at));
     let drain_rate = match (first, drain_time) {
-        (Some((_, seen)), Some(time)) if !time.is_zero() && u64::from(queued) > u64::from(seen) => {
-            Some(f64::from(queued - seen) / time.as_secs_f64())
+        (Some((_, seen)), Some(time)) if !time.is_zero() && seen > last.1 => {
+            Some((seen - last.1) / time.as_secs_f64())
         }
         _ => None,
     };
+    let queued = broker::count_deliveries(&connection, &queue).await?;
 
     let (server, spool_depth_end) = wait_spool_empty(addr).await;
     let direct_end = server.sum("hookline_ingress_direct", &[]);

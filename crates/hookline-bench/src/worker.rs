@@ -16,16 +16,17 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection};
 use std::time::{Duration, Instant};
+use hookline_core::DeliveryMeta;
+use hookline_core::wire;
 use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
 use uuid::Uuid;
 
 /// Deliveries pre-filled by default: 10–20 s of draining on a 2-core box.
 pub(crate) const DEFAULT_DELIVERIES: u64 = 100_000;
+/// Deliveries per pre-filled message: what the ingress packs at a moderate load.
+pub(crate) const DEFAULT_BATCH: usize = 32;
 /// Unconfirmed pre-fill messages kept in flight.
 const PREFILL_WINDOW: usize = 1024;
 /// Give up when neither queue changed for this long...
@@ -35,9 +36,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(900);
 /// Wait after the drain before the final count, so duplicates right behind show up.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// `x-hookline-received-at`: RFC 3339, milliseconds, UTC (as the ingress writes it).
-const RECEIVED_AT: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// What the worker run measured.
 pub(crate) struct WorkerResult {
@@ -90,7 +88,7 @@ impl WorkerResult {
 }
 
 /// Pre-fills `<prefix>.ingress`, starts a worker, times the drain, stops it, cleans up.
-pub(crate) async fn run(bench: &Bench, deliveries: u64) -> Result<WorkerResult> {
+pub(crate) async fn run(bench: &Bench, deliveries: u64, batch: usize) -> Result<WorkerResult> {
     if deliveries == 0 {
         bail!("--deliveries must be at least 1");
     }
@@ -104,13 +102,13 @@ pub(crate) async fn run(bench: &Bench, deliveries: u64) -> Result<WorkerResult> 
     broker::purge(&connection, &ingress).await?;
     broker::purge(&connection, &observer_queue).await?;
 
-    eprintln!("hookline-bench: worker: pre-filling {deliveries} deliveries");
+    eprintln!("hookline-bench: worker: pre-filling {deliveries} deliveries, {batch} per message");
     let began = Instant::now();
-    prefill_single(&connection, &ingress, deliveries).await?;
+    prefill(&connection, &ingress, deliveries, batch).await?;
     let prefill_took = began.elapsed();
-    let queued = broker::queue_depth(&channel, &ingress).await?;
-    if u64::from(queued) != deliveries {
-        bail!("{ingress} holds {queued} messages after pre-filling {deliveries}");
+    let queued = broker::count_deliveries(&connection, &ingress).await?;
+    if queued != deliveries {
+        bail!("{ingress} holds {queued} deliveries after pre-filling {deliveries}");
     }
 
     let mut meter = CpuMeter::start(&[]);
@@ -170,32 +168,34 @@ pub(crate) async fn run(bench: &Bench, deliveries: u64) -> Result<WorkerResult> 
     })
 }
 
-/// Publishes `count` raw deliveries to `queue` in the ingress's single-delivery format:
-/// body = one Aisle notification with a distinct id, `message_id` = a fresh delivery id
-/// (UUID v7), the `x-hookline-source`/`-provider`/`-received-at` headers, persistent.
-pub(crate) async fn prefill_single(connection: &Connection, queue: &str, count: u64) -> Result<()> {
-    publish_confirmed(connection, queue, count, PREFILL_WINDOW, |_| {
-        let received_at = OffsetDateTime::now_utc()
-            .format(RECEIVED_AT)
-            .unwrap_or_else(|_| "2026-11-22T10:00:00.000Z".to_owned());
-        let mut headers = FieldTable::default();
-        for (key, value) in [
-            ("x-hookline-source", "aisle"),
-            ("x-hookline-provider", "aisle"),
-            ("x-hookline-received-at", received_at.as_str()),
-        ] {
-            headers.insert(
-                ShortString::from(key),
-                AMQPValue::LongString(value.as_bytes().to_vec().into()),
-            );
-        }
-        let properties = BasicProperties::default()
-            .with_message_id(Uuid::now_v7().to_string().into())
-            .with_content_type("application/json".into())
-            .with_app_id("hookline".into())
-            .with_headers(headers)
-            .with_delivery_mode(2);
-        (payload::aisle_body(Uuid::new_v4()), properties)
+/// Pre-fills `queue` with `count` distinct Aisle deliveries in the ingress's raw-delivery
+/// format ([`hookline_core::wire`]): `batch` deliveries per message (1: single-delivery
+/// messages), as the ingress packs them under load.
+pub(crate) async fn prefill(
+    connection: &Connection,
+    queue: &str,
+    count: u64,
+    batch: usize,
+) -> Result<()> {
+    let batch = batch.max(1) as u64;
+    let messages = count.div_ceil(batch);
+    publish_confirmed(connection, queue, messages, PREFILL_WINDOW, |i| {
+        let size = batch.min(count - i * batch);
+        let entries: Vec<wire::Entry> = (0..size)
+            .map(|_| wire::Entry {
+                meta: DeliveryMeta {
+                    delivery_id: Uuid::now_v7(),
+                    source: "aisle".into(),
+                    provider: "aisle".into(),
+                    received_at: OffsetDateTime::now_utc(),
+                    headers: Vec::new(),
+                },
+                body: payload::aisle_body(Uuid::new_v4()),
+            })
+            .collect();
+        let message = wire::batch_entries(&entries);
+        let properties = hookline_amqp::message::properties(&message).with_delivery_mode(2);
+        (message.body, properties)
     })
     .await
 }

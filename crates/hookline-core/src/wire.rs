@@ -106,26 +106,38 @@ pub fn single(meta: &DeliveryMeta, body: &Bytes) -> Message {
 
 /// Several deliveries as one batch message; one delivery stays a single-delivery message.
 pub fn batch(deliveries: &[&VerifiedDelivery]) -> Message {
+    let parts: Vec<(&DeliveryMeta, &Bytes)> =
+        deliveries.iter().map(|d| (d.meta(), d.body())).collect();
+    batch_of(&parts)
+}
+
+/// [`batch`] for entries read back from a queue (tools that re-publish them).
+pub fn batch_entries(entries: &[Entry]) -> Message {
+    let parts: Vec<(&DeliveryMeta, &Bytes)> = entries.iter().map(|e| (&e.meta, &e.body)).collect();
+    batch_of(&parts)
+}
+
+fn batch_of(deliveries: &[(&DeliveryMeta, &Bytes)]) -> Message {
     match deliveries {
         [] => Message::default(),
-        [one] => single(one.meta(), one.body()),
-        [first, ..] => {
+        [(meta, body)] => single(meta, body),
+        [(first, _), ..] => {
             let size = 8 + deliveries
                 .iter()
-                .map(|d| 4 + entry_len(d.meta(), d.body()))
+                .map(|(meta, body)| 4 + entry_len(meta, body))
                 .sum::<usize>();
-            let mut body = Vec::with_capacity(size);
-            body.extend_from_slice(BATCH_MAGIC);
-            put_u32(&mut body, deliveries.len());
-            for delivery in deliveries {
-                put_u32(&mut body, entry_len(delivery.meta(), delivery.body()));
-                write_entry(&mut body, delivery.meta(), delivery.body());
+            let mut out = Vec::with_capacity(size);
+            out.extend_from_slice(BATCH_MAGIC);
+            put_u32(&mut out, deliveries.len());
+            for (meta, body) in deliveries {
+                put_u32(&mut out, entry_len(meta, body));
+                write_entry(&mut out, meta, body);
             }
             Message {
-                message_id: Some(first.meta().delivery_id.to_string()),
+                message_id: Some(first.delivery_id.to_string()),
                 content_type: Some(BATCH_CONTENT_TYPE.to_owned()),
                 headers: Vec::new(),
-                body: body.into(),
+                body: out.into(),
             }
         }
     }
@@ -406,6 +418,7 @@ mod tests {
         );
         let decoded = decode(&message).unwrap();
         assert_eq!(decoded, ds.iter().map(entry).collect::<Vec<_>>());
+        assert_eq!(batch_entries(&decoded), message, "re-batching what was read");
         // One delivery needs no batch.
         assert!(!batch(&refs[..1]).is_batch());
     }

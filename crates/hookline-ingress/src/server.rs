@@ -74,13 +74,17 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
         metrics::gauge!("hookline_ingress_connections").increment(1.0);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "HTTP connection ended with an error.");
+            // Until its first byte an idle connection costs a socket, not hyper's buffers
+            // (~30 KB each): thousands of idle connections stay cheap.
+            if let Ok(Ok(())) = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()).await {
+                let service = TowerToHyperService::new(router);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    debug!(%peer, %error, "HTTP connection ended with an error.");
+                }
             }
             metrics::gauge!("hookline_ingress_connections").decrement(1.0);
             drop(permit);
