@@ -27,10 +27,11 @@ impl Provider for Inline {
             return false;
         };
         // inline signs the sorted form; GitHub-style senders sign the raw body: accept both.
-        let canonical_ok = canonicalize(body).is_ok_and(|canonical| {
-            matches_any(Algorithm::Sha1, secrets, canonical.as_bytes(), &tag)
-        });
-        canonical_ok || matches_any(Algorithm::Sha1, secrets, body, &tag)
+        // The raw-body HMAC goes first: it is far cheaper than canonicalizing.
+        matches_any(Algorithm::Sha1, secrets, body, &tag)
+            || canonicalize(body).is_ok_and(|canonical| {
+                matches_any(Algorithm::Sha1, secrets, canonical.as_bytes(), &tag)
+            })
     }
 
     fn events(&self, body: &Value) -> Result<Vec<ProviderEvent>, Malformed> {
