@@ -208,7 +208,6 @@ fn array_index(key: &str) -> Option<u32> {
 
 /// Writes `s` quoted and escaped exactly as `JSON.stringify` does.
 fn write_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.push('"');
     let mut start = 0;
@@ -221,26 +220,32 @@ fn write_str(out: &mut String, s: &str) {
         let Some(&byte) = bytes.get(i) else {
             break;
         };
-        let short = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\x08' => "\\b",
-            b'\x0c' => "\\f",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            _ => "",
-        };
-        if short.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        } else {
-            out.push_str(short);
-        }
+        write_escaped(out, byte);
         start = i + 1;
     }
     out.push('"');
+}
+
+/// Writes the escape `JSON.stringify` prints for `"`, `\` or a control character.
+fn write_escaped(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let short = match byte {
+        b'"' => "\\\"",
+        b'\\' => "\\\\",
+        b'\x08' => "\\b",
+        b'\x0c' => "\\f",
+        b'\n' => "\\n",
+        b'\r' => "\\r",
+        b'\t' => "\\t",
+        _ => "",
+    };
+    if short.is_empty() {
+        out.push_str("\\u00");
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    } else {
+        out.push_str(short);
+    }
 }
 
 /// One token of a checked body, in document order (12 bytes: offsets are u32).
@@ -251,10 +256,11 @@ enum Node {
     Verbatim { start: u32, end: u32 },
     /// A member that prints as written, `"key":value`: its key node and value in one.
     Pair { start: u32, end: u32 },
-    /// A string with escapes, decoded into `arena[start..end]`.
+    /// A key with escapes, decoded into `arena[start..end]`.
     Decoded { start: u32, end: u32 },
-    /// A number as JS prints it, written out in `arena[start..end]`.
-    Number { start: u32, end: u32 },
+    /// What JS prints, written out in `arena[start..end]`: a number JS prints
+    /// differently from how it was written, or a string value with escapes.
+    Text { start: u32, end: u32 },
     /// Elements follow; `end` is the tape index just past the last one.
     Array { end: u32 },
     /// Members follow, each a [`Node::Pair`] or a key node then the value; `end` as for arrays.
@@ -325,6 +331,53 @@ impl Member {
         }
         member.rank = NAMED | head >> 1;
         member
+    }
+}
+
+/// Sorts members whose keys tie on their [`Member::rank`] by the rest of their
+/// bytes in UTF-16 order, ties (repeated keys) in body order.
+///
+/// Each round skips the bytes a group of keys all share, then ranks the next
+/// eight, so no comparison reads a shared prefix again however long it is.
+/// Groups still tied go round again; a work list instead of recursion.
+fn sort_tied<'k>(tied: &mut [Member], key: impl Fn(&Member) -> &'k [u8]) {
+    // Eight bytes from `at`, zero-padded and mapped like a rank, and how many
+    // bytes the key has from `at` (9 standing for more than eight).
+    let chunk = |key: &[u8], at: usize| {
+        let tail = &key[at..];
+        let mut head = [0; 8];
+        let len = tail.len().min(8);
+        head[..len].copy_from_slice(&tail[..len]);
+        if !head.is_ascii() {
+            head = head.map(utf16_rank);
+        }
+        (u64::from_be_bytes(head), tail.len().min(9))
+    };
+    // Every key of a group agrees on its first `depth` bytes.
+    let mut groups = vec![(0..tied.len(), 0)];
+    while let Some((range, depth)) = groups.pop() {
+        let group = &mut tied[range.clone()];
+        let first = key(&group[0]);
+        let shared = group[1..].iter().fold(first.len(), |shared, m| {
+            let other = key(m);
+            let end = shared.min(other.len());
+            depth + mismatch(&first[depth..end], &other[depth..end]).unwrap_or(end - depth)
+        });
+        group.sort_by_cached_key(|m| (chunk(key(m), shared), m.node));
+        let mut i = 0;
+        while i < group.len() {
+            let here = chunk(key(&group[i]), shared);
+            let run = group[i..]
+                .iter()
+                .take_while(|m| chunk(key(m), shared) == here)
+                .count();
+            // Keys that end within these eight bytes are equal here, hence equal.
+            if run > 1 && here.1 > 8 {
+                let start = range.start + i;
+                groups.push((start..start + run, shared + 8));
+            }
+            i += run;
+        }
     }
 }
 
@@ -592,7 +645,7 @@ impl Parser<'_> {
             close + 1
         } else {
             let from = self.arena.len();
-            let end = self.escaped_string(pos, close)?;
+            let end = self.escaped_string(pos, close, true)?;
             let key = &self.arena[from..];
             let span = (from, self.arena.len());
             let member = Member::new(key, key.as_bytes(), node, span, true);
@@ -615,39 +668,58 @@ impl Parser<'_> {
             orders,
             ..
         } = self;
-        let keys = |a: &Member, b: &Member| match a.rank.cmp(&b.rank) {
-            Ordering::Equal if a.rank >= NAMED => {
-                let key = |m: &Member| {
-                    let (start, end) = (m.key.0 as usize, m.key.1 as usize);
-                    if m.in_arena {
-                        &arena.as_bytes()[start..end]
-                    } else {
-                        &text.as_bytes()[start..end]
-                    }
-                };
-                // Equal ranks: the first seven bytes are equal, or both keys end sooner.
-                utf16_order_from(key(a), key(b), 7)
+        let key = |m: &Member| {
+            let (start, end) = (m.key.0 as usize, m.key.1 as usize);
+            if m.in_arena {
+                &arena.as_bytes()[start..end]
+            } else {
+                &text.as_bytes()[start..end]
             }
+        };
+        let keys = |a: &Member, b: &Member| match a.rank.cmp(&b.rank) {
+            // Equal ranks: the first seven bytes are equal, or both keys end sooner.
+            Ordering::Equal if a.rank >= NAMED => utf16_order_from(key(a), key(b), 7),
             order => order,
         };
         let object = &mut members[base..];
         let order = if object.is_sorted_by(|a, b| keys(a, b) == Ordering::Less) {
             IN_ORDER
         } else {
-            // Ties (repeated keys) stay in body order, and JSON.parse keeps the last.
+            // By rank, ties in body order: JSON.parse keeps the last of repeated keys.
             if object.len() <= 16 {
                 // Most objects are small: a plain insertion sort, stable.
                 for i in 1..object.len() {
                     let member = object[i];
                     let mut j = i;
-                    while j > 0 && keys(&member, &object[j - 1]) == Ordering::Less {
+                    while j > 0 && member.rank < object[j - 1].rank {
                         object[j] = object[j - 1];
                         j -= 1;
                     }
                     object[j] = member;
                 }
             } else {
-                object.sort_unstable_by(|a, b| keys(a, b).then(a.node.cmp(&b.node)));
+                object.sort_unstable_by_key(|m| (m.rank, m.node));
+            }
+            let mut i = 0;
+            while i < object.len() {
+                let rank = object[i].rank;
+                let run = object[i..].iter().take_while(|m| m.rank == rank).count();
+                let tied = &mut object[i..i + run];
+                if run > 8 && rank >= NAMED {
+                    sort_tied(tied, key);
+                } else if run > 1 && rank >= NAMED {
+                    // A few keys sharing a prefix ("modifier", "modifiers"): compare them.
+                    for i in 1..tied.len() {
+                        let member = tied[i];
+                        let mut j = i;
+                        while j > 0 && keys(&member, &tied[j - 1]) == Ordering::Less {
+                            tied[j] = tied[j - 1];
+                            j -= 1;
+                        }
+                        tied[j] = member;
+                    }
+                }
+                i += run;
             }
             let order = orders.len();
             orders.push(0);
@@ -673,12 +745,22 @@ impl Parser<'_> {
             self.verbatim(pos, end + 1);
             return Ok(end + 1);
         }
-        self.escaped_string(pos, end)
+        self.escaped_string(pos, end, false)
     }
 
-    /// The rest of a string token that has escapes (or is broken) at `pos`, decoded into the arena.
-    fn escaped_string(&mut self, start: usize, mut pos: usize) -> Result<usize, Refused> {
+    /// The rest of a string token that has escapes (or is broken) at `pos`:
+    /// a key is decoded into the arena (to sort it), a value is written there
+    /// as `JSON.stringify` prints it.
+    fn escaped_string(
+        &mut self,
+        start: usize,
+        mut pos: usize,
+        key: bool,
+    ) -> Result<usize, Refused> {
         let from = self.arena.len();
+        if !key {
+            self.arena.push('"');
+        }
         // Body bytes since the last escape, not yet copied to the arena.
         let mut pending = start + 1;
         loop {
@@ -686,7 +768,7 @@ impl Parser<'_> {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     self.arena.push_str(&self.text[pending..pos]);
-                    pos = self.escape(pos + 1)?;
+                    pos = self.escape(pos + 1, key)?;
                     pending = pos;
                 }
                 Some(_) => return self.fail(pos, "control character in string"),
@@ -695,16 +777,26 @@ impl Parser<'_> {
             pos = skip_unescaped(self.bytes, pos);
         }
         self.arena.push_str(&self.text[pending..pos]);
-        self.tape.push(Node::Decoded {
-            start: offset(from),
-            end: offset(self.arena.len()),
+        if !key {
+            self.arena.push('"');
+        }
+        let (start, end) = (offset(from), offset(self.arena.len()));
+        self.tape.push(if key {
+            Node::Decoded { start, end }
+        } else {
+            Node::Text { start, end }
         });
         Ok(pos + 1)
     }
 
-    /// Decodes the escape after a backslash at `pos - 1` into the arena.
-    fn escape(&mut self, pos: usize) -> Result<usize, Refused> {
+    /// The escape after a backslash at `pos - 1`, decoded (`key`) or as JS prints it.
+    fn escape(&mut self, pos: usize, key: bool) -> Result<usize, Refused> {
         let c = match self.bytes.get(pos) {
+            // JSON.stringify prints these as written, except `\/`.
+            Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') if !key => {
+                self.arena.push_str(&self.text[pos - 1..pos + 1]);
+                return Ok(pos + 1);
+            }
             Some(b'"') => '"',
             Some(b'\\') => '\\',
             Some(b'/') => '/',
@@ -713,7 +805,7 @@ impl Parser<'_> {
             Some(b'n') => '\n',
             Some(b'r') => '\r',
             Some(b't') => '\t',
-            Some(b'u') => return self.unicode_escape(pos + 1),
+            Some(b'u') => return self.unicode_escape(pos + 1, key),
             _ => return self.fail(pos, "invalid escape"),
         };
         self.arena.push(c);
@@ -721,7 +813,7 @@ impl Parser<'_> {
     }
 
     /// `\uXXXX`, or a surrogate pair written as two of them; lone surrogates fail like serde_json.
-    fn unicode_escape(&mut self, pos: usize) -> Result<usize, Refused> {
+    fn unicode_escape(&mut self, pos: usize, key: bool) -> Result<usize, Refused> {
         let unit = self.hex4(pos)?;
         let mut end = pos + 4;
         let code = if (0xD800..0xDC00).contains(&unit) {
@@ -741,7 +833,11 @@ impl Parser<'_> {
         let Some(c) = char::from_u32(code) else {
             return self.fail(pos, "lone surrogate in escape");
         };
-        self.arena.push(c);
+        if key || !(c < ' ' || c == '"' || c == '\\') {
+            self.arena.push(c);
+        } else {
+            write_escaped(&mut self.arena, c as u8);
+        }
         Ok(end)
     }
 
@@ -863,7 +959,7 @@ impl Parser<'_> {
             if (-300..=300).contains(&n) {
                 let from = self.arena.len();
                 write_short_number(&mut self.arena, negative, a, b, n);
-                self.tape.push(Node::Number {
+                self.tape.push(Node::Text {
                     start: offset(from),
                     end: offset(self.arena.len()),
                 });
@@ -875,7 +971,7 @@ impl Parser<'_> {
             Ok(f) if f.is_finite() => {
                 let from = self.arena.len();
                 self.arena.push_str(ryu_js::Buffer::new().format_finite(f));
-                self.tape.push(Node::Number {
+                self.tape.push(Node::Text {
                     start: offset(from),
                     end: offset(self.arena.len()),
                 });
@@ -1083,7 +1179,7 @@ impl Printer<'_> {
                 node @ (Node::Verbatim { .. } | Node::Pair { .. } | Node::Decoded { .. }) => {
                     self.string(node);
                 }
-                Node::Number { start, end } => {
+                Node::Text { start, end } => {
                     self.flush();
                     self.out.push_str(&self.arena[start as usize..end as usize]);
                 }
@@ -1376,6 +1472,47 @@ mod tests {
         ];
         for (body, canonical) in cases {
             assert_eq!(canonicalize(body.as_bytes()).unwrap(), canonical, "{body}");
+        }
+    }
+
+    #[test]
+    fn keys_with_long_shared_prefixes_sort_like_dom() {
+        // Groups of keys that tie on their first bytes, on the next eight, and so
+        // on; in small and large objects, with repeats and escapes.
+        let long = "a".repeat(40);
+        let shared = ["", "a", "aaaaaaa", "aaaaaaaa", "aaaaaaaaaaaaaaaa", &long];
+        let tails = [
+            "",
+            "b",
+            "ab",
+            "ac",
+            "aab",
+            "\\u0000",
+            "\\ue000",
+            "\\ud83d\\ude00",
+            "\u{ffff}",
+        ];
+        let mut keys: Vec<String> = shared
+            .iter()
+            .flat_map(|s| tails.iter().map(move |t| format!("{s}{t}")))
+            .collect();
+        for count in [3, 9, 17, keys.len()] {
+            // A fixed shuffle, and keys repeated: JSON.parse keeps the later value.
+            keys.rotate_left(7);
+            let picked: Vec<&String> = keys
+                .iter()
+                .step_by(2)
+                .chain(&keys)
+                .take(count * 2)
+                .collect();
+            let members: Vec<String> = picked
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("\"{k}\":{i}"))
+                .collect();
+            let body = format!("{{{}}}", members.join(","));
+            let expected = dom(body.as_bytes()).expect("valid JSON");
+            assert_eq!(canonicalize(body.as_bytes()).unwrap(), expected, "{body}");
         }
     }
 
