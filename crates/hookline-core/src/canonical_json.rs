@@ -386,7 +386,8 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     tape: Vec<Node>,
-    /// Decoded strings that had escapes, and numbers JS prints differently.
+    /// Keys with escapes, decoded; string values with escapes and numbers JS
+    /// prints differently from how they were written, as JS prints them.
     arena: String,
     /// Members of the objects being parsed, innermost last.
     members: Vec<Member>,
