@@ -701,18 +701,28 @@ impl Parser<'_> {
             } else {
                 object.sort_unstable_by_key(|m| (m.rank, m.node));
             }
+            let order = orders.len();
+            orders.push(0);
             let mut i = 0;
             while i < object.len() {
                 let rank = object[i].rank;
-                let run = object[i..].iter().take_while(|m| m.rank == rank).count();
+                let run = 1 + object[i + 1..]
+                    .iter()
+                    .take_while(|m| m.rank == rank)
+                    .count();
+                if run == 1 {
+                    orders.push(object[i].node);
+                    i += 1;
+                    continue;
+                }
                 let tied = &mut object[i..i + run];
                 if run > 8 && rank >= NAMED {
                     sort_tied(tied, key);
-                } else if run > 1 && rank >= NAMED {
+                } else if rank >= NAMED {
                     // A few keys sharing a prefix ("modifier", "modifiers"): compare them.
-                    for i in 1..tied.len() {
-                        let member = tied[i];
-                        let mut j = i;
+                    for k in 1..tied.len() {
+                        let member = tied[k];
+                        let mut j = k;
                         while j > 0 && keys(&member, &tied[j - 1]) == Ordering::Less {
                             tied[j] = tied[j - 1];
                             j -= 1;
@@ -720,15 +730,14 @@ impl Parser<'_> {
                         tied[j] = member;
                     }
                 }
-                i += run;
-            }
-            let order = orders.len();
-            orders.push(0);
-            for (i, member) in object.iter().enumerate() {
-                match object.get(i + 1) {
-                    Some(next) if keys(member, next) == Ordering::Equal => {}
-                    _ => orders.push(member.node),
+                // Repeated keys are neighbours now; JSON.parse keeps the last value.
+                for (j, member) in tied.iter().enumerate() {
+                    match tied.get(j + 1) {
+                        Some(next) if keys(member, next) == Ordering::Equal => {}
+                        _ => orders.push(member.node),
+                    }
                 }
+                i += run;
             }
             orders[order] = offset(orders.len() - order - 1);
             offset(order)
