@@ -126,8 +126,8 @@ async fn serve(command: Command, config: Config) -> anyhow::Result<()> {
 /// Binds `address` (port 0 picks a free port) and logs the address bound, which is how
 /// tests and scripts learn a port chosen by the system.
 async fn bind(address: std::net::SocketAddr, key: &'static str) -> anyhow::Result<TcpListener> {
-    let listener = listen(address)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {address} ({key}): {e}"))?;
+    let listener =
+        listen(address).map_err(|e| anyhow::anyhow!("cannot listen on {address} ({key}): {e}"))?;
     let bound = listener.local_addr()?;
     info!(key, listen = %bound, "Listening.");
     Ok(listener)

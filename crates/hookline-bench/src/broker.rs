@@ -89,9 +89,12 @@ pub(crate) async fn count_deliveries(connection: &Connection, queue: &str) -> Re
     let mut deliveries = 0u64;
     let mut seen = 0u32;
     while seen < messages {
-        let next = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut consumer))
-            .await
-            .context("messages stopped arriving while counting")?;
+        let next = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut consumer),
+        )
+        .await
+        .context("messages stopped arriving while counting")?;
         let Some(delivery) = next else { break };
         let delivery = delivery?;
         let message = hookline_amqp::message::received(&delivery.properties, &delivery.data);

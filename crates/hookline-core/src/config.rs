@@ -678,7 +678,9 @@ mod tests {
         );
         assert_eq!(
             problems,
-            ["hookline.toml: sources[0].secrets: a standard-webhooks secret must be `whsec_` followed by base64"]
+            [
+                "hookline.toml: sources[0].secrets: a standard-webhooks secret must be `whsec_` followed by base64"
+            ]
         );
         Jail::expect_with(|jail| {
             let config = load(

@@ -418,7 +418,11 @@ mod tests {
         );
         let decoded = decode(&message).unwrap();
         assert_eq!(decoded, ds.iter().map(entry).collect::<Vec<_>>());
-        assert_eq!(batch_entries(&decoded), message, "re-batching what was read");
+        assert_eq!(
+            batch_entries(&decoded),
+            message,
+            "re-batching what was read"
+        );
         // One delivery needs no batch.
         assert!(!batch(&refs[..1]).is_batch());
     }

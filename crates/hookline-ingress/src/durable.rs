@@ -268,9 +268,7 @@ impl Durable {
     }
 }
 
-fn spool_error(
-    failed: Result<Result<u64, StorageError>, tokio::task::JoinError>,
-) -> String {
+fn spool_error(failed: Result<Result<u64, StorageError>, tokio::task::JoinError>) -> String {
     match failed {
         Ok(Err(error)) => error.to_string(),
         Err(join) => format!("spool write task failed: {join}"),

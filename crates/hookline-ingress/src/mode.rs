@@ -70,7 +70,10 @@ impl Mode {
             .map(f64::from_bits)
             .unwrap_or(sample);
         if waiting > SATURATED_DEPTH {
-            self.spool(&"the broker is saturated: deliveries are queueing for confirms", true);
+            self.spool(
+                &"the broker is saturated: deliveries are queueing for confirms",
+                true,
+            );
         } else if ewma > 2.0 * self.hedge_after.as_secs_f64() * 1e6 {
             self.spool(
                 &format!(

@@ -123,13 +123,12 @@ async fn run(
             Ok(pending) => {
                 let waiting = waiting.clone();
                 tokio::spawn(async move {
-                    let outcome = match tokio::time::timeout(CONFIRM_TIMEOUT, pending.confirmed())
-                        .await
-                    {
-                        Ok(Ok(())) => Ok(started.elapsed()),
-                        Ok(Err(error)) => Err(Arc::new(error)),
-                        Err(_) => Err(Arc::new(PublishError::Timeout(CONFIRM_TIMEOUT))),
-                    };
+                    let outcome =
+                        match tokio::time::timeout(CONFIRM_TIMEOUT, pending.confirmed()).await {
+                            Ok(Ok(())) => Ok(started.elapsed()),
+                            Ok(Err(error)) => Err(Arc::new(error)),
+                            Err(_) => Err(Arc::new(PublishError::Timeout(CONFIRM_TIMEOUT))),
+                        };
                     if let Ok(latency) = &outcome {
                         metrics::histogram!("hookline_ingress_confirm_seconds")
                             .record(latency.as_secs_f64());

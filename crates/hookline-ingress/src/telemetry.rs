@@ -62,7 +62,10 @@ pub(crate) fn spooling_started(reason: &dyn std::fmt::Display) {
 
 /// The broker answers quickly and the spool is (nearly) drained.
 pub(crate) fn spooling_stopped(backlog: u64) {
-    info!(backlog, "Broker keeps up; publishing deliveries directly again.");
+    info!(
+        backlog,
+        "Broker keeps up; publishing deliveries directly again."
+    );
     metrics::counter!("hookline_ingress_mode_changes_total", "to" => "direct").increment(1);
     direct_mode(true);
 }

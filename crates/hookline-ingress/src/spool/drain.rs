@@ -39,7 +39,9 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
             match drain_round(&durable).await {
                 Ok(0) => {
                     // Nothing (or only hedged records) left: the broker keeps up.
-                    durable.mode().drained(Duration::ZERO, durable.spool().depth());
+                    durable
+                        .mode()
+                        .drained(Duration::ZERO, durable.spool().depth());
                     pause = IDLE;
                     break;
                 }
@@ -112,7 +114,14 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
         let seqs: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
         // One lane keeps the queue in spool order (oldest first).
         let sent = session
-            .send(0, "", durable.queue(), &message.body, properties(&message), true)
+            .send(
+                0,
+                "",
+                durable.queue(),
+                &message.body,
+                properties(&message),
+                true,
+            )
             .await;
         match sent {
             Ok(confirm) => pending.push((seqs, confirm)),
@@ -185,7 +194,11 @@ mod tests {
         let small = vec![600; 600];
         assert_eq!(sizes(batches(&small, |n| *n)), [256, 256, 88]);
         let big = vec![MAX_BATCH_BYTES; 3];
-        assert_eq!(sizes(batches(&big, |n| *n)), [1, 1, 1], "an oversized delivery goes alone");
+        assert_eq!(
+            sizes(batches(&big, |n| *n)),
+            [1, 1, 1],
+            "an oversized delivery goes alone"
+        );
         let mixed = vec![100_000, 100_000, 100_000, 10];
         assert_eq!(sizes(batches(&mixed, |n| *n)), [2, 2]);
         let numbered: Vec<usize> = (0..600).collect();
