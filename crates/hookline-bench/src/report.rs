@@ -633,7 +633,7 @@ impl Report {
                 format!(
                     "{} → {} queued + {} spooled, lost {}",
                     count(r.accepted_so_far),
-                    count(r.queued.into()),
+                    count(r.queued),
                     r.spool_depth.map_or("?".to_owned(), |d| format!("{d}")),
                     r.lost()
                 )
