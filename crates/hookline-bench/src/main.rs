@@ -69,6 +69,10 @@ struct Options {
     /// Keep the temp directory (configs, storage, logs) for inspection.
     #[arg(long, global = true)]
     keep: bool,
+    /// A config override for every hookline started, e.g. `--set ingress.hedge_after_ms=10`
+    /// (repeatable; passed as `HOOKLINE__INGRESS__HEDGE_AFTER_MS`).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -203,6 +207,7 @@ async fn run(cli: Cli) -> Result<()> {
         options.amqp_url.clone(),
         options.rust_log.clone(),
         options.keep,
+        &options.overrides,
     )?);
     eprintln!(
         "hookline-bench: prefix {}, temp dir {}",

@@ -47,6 +47,8 @@ pub(crate) struct Bench {
     pub(crate) secret: String,
     hookline: PathBuf,
     rust_log: String,
+    /// `--set section.key=value` overrides, passed as `HOOKLINE__SECTION__KEY`.
+    overrides: Vec<(String, String)>,
     dir: tempfile::TempDir,
     starts: AtomicUsize,
 }
@@ -58,7 +60,23 @@ impl Bench {
         amqp_url: String,
         rust_log: String,
         keep: bool,
+        overrides: &[String],
     ) -> Result<Bench> {
+        let overrides = overrides
+            .iter()
+            .map(|set| {
+                let (key, value) = set
+                    .split_once('=')
+                    .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
+                let (section, name) = key
+                    .split_once('.')
+                    .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
+                Ok((
+                    format!("HOOKLINE__{}__{}", section.to_uppercase(), name.to_uppercase()),
+                    value.to_owned(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let hookline = match hookline {
             Some(path) => path,
             None => std::env::current_exe()
@@ -86,6 +104,7 @@ impl Bench {
             secret: format!("bench-secret-{}", &random[10..]),
             hookline,
             rust_log,
+            overrides,
             dir,
             starts: AtomicUsize::new(0),
         })
@@ -199,6 +218,7 @@ impl Bench {
                 command.env_remove(key);
             }
         }
+        command.envs(self.overrides.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.hookline.display()))?;

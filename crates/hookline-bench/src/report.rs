@@ -248,10 +248,12 @@ impl Report {
             "",
             "",
         );
+        t.row("Ingress: how deliveries were made durable", &durability(&i.server), "", "");
     }
 
     fn rate_rows(&self, t: &mut Table) {
         let Some(r) = &self.rate else { return };
+        t.row("Open loop: how deliveries were made durable", &durability(&r.server), "", "");
         let p99 = quantile(&r.load.latency, 0.99);
         t.row(
             &format!("Open loop {} req/s: p50 / p99 / p99.9 / max", rate(r.rate)),
@@ -1124,4 +1126,36 @@ mod tests {
         assert_eq!(bytes_text(4_560_000.0), "4.56 MB");
         assert_eq!(mib(2048), "2.0 MiB");
     }
+}
+
+/// Where the ingress's 200s were made durable, and how its adaptive mode behaved: the
+/// stored share (broker confirm or spool fsync), hedges and who won them, mode changes,
+/// the mean batch size and the mean confirm latency.
+fn durability(server: &ServerMetrics) -> String {
+    let stored = |label: &str| {
+        server
+            .sum("hookline_ingress_requests_total", &[&format!("stored=\"{label}\"")])
+            .unwrap_or(0.0)
+    };
+    let (broker, spool) = (stored("broker"), stored("spool"));
+    let total = (broker + spool).max(1.0);
+    let metric = |name: &str, label: &str| server.sum(name, &[label]).unwrap_or(0.0);
+    format!(
+        "broker {} ({:.0}%) / spool {} ({:.0}%); hedges won by broker {} / spool {}; mode changes to spool {} / to direct {}; mean batch {:.1} deliveries; mean confirm {:.2} ms",
+        broker,
+        broker / total * 100.0,
+        spool,
+        spool / total * 100.0,
+        metric("hookline_ingress_hedges_total", "winner=\"broker\""),
+        metric("hookline_ingress_hedges_total", "winner=\"spool\""),
+        metric("hookline_ingress_mode_changes_total", "to=\"spool\""),
+        metric("hookline_ingress_mode_changes_total", "to=\"direct\""),
+        server
+            .histogram_mean("hookline_ingress_batch_deliveries", &[])
+            .unwrap_or(0.0),
+        server
+            .histogram_mean("hookline_ingress_confirm_seconds", &[])
+            .unwrap_or(0.0)
+            * 1000.0,
+    )
 }
