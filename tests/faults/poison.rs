@@ -131,3 +131,116 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
     );
     broker.cleanup(&[]).await;
 }
+
+/// A batch message (as the ingress packs them) holding good and poison deliveries: the
+/// good ones become events, each poison one is dead-lettered on its own in the
+/// single-delivery format, and a batch that cannot be split is dead-lettered whole.
+#[tokio::test]
+async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
+    use hookline_core::DeliveryMeta;
+    use hookline_core::wire::{self, Entry};
+
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path());
+    let path = config.write();
+    let worker = Process::start(&path, "worker");
+    wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
+    let broker = Broker::connect(&config.prefix).await;
+    let ingress_queue = format!("{}.ingress", config.prefix);
+    let mut dead = broker.watch_queue(&format!("{}.dead", config.prefix)).await;
+    let mut events = broker.watch_events("#").await;
+
+    let entry = |provider: &str, body: &str| Entry {
+        meta: DeliveryMeta {
+            delivery_id: uuid::Uuid::now_v7(),
+            source: "aisle".into(),
+            provider: provider.into(),
+            received_at: hookline_core::timestamp::to_millis(time::OffsetDateTime::now_utc()),
+            headers: Vec::new(),
+        },
+        body: bytes::Bytes::from(body.to_owned()),
+    };
+    let entries = vec![
+        entry("aisle", r#"{"id":"batch-good-1","event":"ticket_created"}"#),
+        entry("aisle", r#"{"event":"ticket_created"}"#),
+        entry("aisle", r#"{"id":"batch-good-2","event":"ticket_called"}"#),
+        entry("paypal", r#"{"id":"x"}"#),
+    ];
+    let message = wire::batch_entries(&entries);
+    let channel = broker.connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let publish = |body: Vec<u8>, properties: BasicProperties| {
+        let (channel, queue) = (channel.clone(), ingress_queue.clone());
+        async move {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties.with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish(
+        message.body.to_vec(),
+        hookline_amqp::message::properties(&message),
+    )
+    .await;
+    // Claims to be a batch but is not one: nothing to split, dead-lettered as it came.
+    publish(
+        b"HLB\x01\xff\xff\xff\xff".to_vec(),
+        BasicProperties::default()
+            .with_message_id("corrupt-batch".into())
+            .with_content_type(wire::BATCH_CONTENT_TYPE.into()),
+    )
+    .await;
+
+    let got = events.take(2, Duration::from_secs(10)).await;
+    let mut ids: Vec<&str> = got.iter().map(|e| e.body["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["aisle:batch-good-1", "aisle:batch-good-2"]);
+
+    let letters = dead.take(3, Duration::from_secs(10)).await;
+    for (poison, error) in [(&entries[1], "`id`"), (&entries[3], "unknown provider")] {
+        let letter = letters
+            .iter()
+            .find(|l| l.raw == poison.body.as_ref())
+            .unwrap_or_else(|| panic!("{error}: not dead-lettered alone: {letters:#?}"));
+        let props = &letter.properties;
+        let header = |k: &str| headers::header_str(props.headers().as_ref(), k);
+        assert_eq!(
+            props.message_id().as_ref().map(|id| id.to_string()),
+            Some(poison.meta.delivery_id.to_string()),
+            "single-delivery format: message_id is the delivery id"
+        );
+        assert_eq!(header(SOURCE).as_deref(), Some("aisle"));
+        assert_eq!(
+            header(PROVIDER).as_deref(),
+            Some(poison.meta.provider.as_str())
+        );
+        assert!(header(RECEIVED_AT).is_some());
+        assert!(header("x-hookline-error").is_some_and(|e| e.contains(error)));
+        assert!(header("x-hookline-died-at").is_some());
+        // Put back as it is, it would be read like any single-delivery message.
+        let message = hookline_amqp::message::received(props, &letter.raw);
+        assert_eq!(wire::decode(&message).unwrap()[0].meta, poison.meta);
+    }
+    let corrupt = letters
+        .iter()
+        .find(|l| l.properties.message_id().as_ref().map(|i| i.as_str()) == Some("corrupt-batch"))
+        .expect("the unsplittable batch is dead-lettered whole");
+    assert_eq!(corrupt.raw, b"HLB\x01\xff\xff\xff\xff");
+    assert!(dead.rest(Duration::from_secs(1)).await.is_empty());
+    assert!(events.rest(Duration::from_millis(500)).await.is_empty());
+    assert_eq!(broker.depth(&ingress_queue).await, 0, "the batch was acked");
+    broker.cleanup(&[]).await;
+}

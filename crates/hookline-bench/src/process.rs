@@ -72,7 +72,11 @@ impl Bench {
                     .split_once('.')
                     .with_context(|| format!("--set {set:?}: expected section.key=value"))?;
                 Ok((
-                    format!("HOOKLINE__{}__{}", section.to_uppercase(), name.to_uppercase()),
+                    format!(
+                        "HOOKLINE__{}__{}",
+                        section.to_uppercase(),
+                        name.to_uppercase()
+                    ),
                     value.to_owned(),
                 ))
             })

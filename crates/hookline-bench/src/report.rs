@@ -248,12 +248,22 @@ impl Report {
             "",
             "",
         );
-        t.row("Ingress: how deliveries were made durable", &durability(&i.server), "", "");
+        t.row(
+            "Ingress: how deliveries were made durable",
+            &durability(&i.server),
+            "",
+            "",
+        );
     }
 
     fn rate_rows(&self, t: &mut Table) {
         let Some(r) = &self.rate else { return };
-        t.row("Open loop: how deliveries were made durable", &durability(&r.server), "", "");
+        t.row(
+            "Open loop: how deliveries were made durable",
+            &durability(&r.server),
+            "",
+            "",
+        );
         let p99 = quantile(&r.load.latency, 0.99);
         t.row(
             &format!("Open loop {} req/s: p50 / p99 / p99.9 / max", rate(r.rate)),
@@ -1134,7 +1144,10 @@ mod tests {
 fn durability(server: &ServerMetrics) -> String {
     let stored = |label: &str| {
         server
-            .sum("hookline_ingress_requests_total", &[&format!("stored=\"{label}\"")])
+            .sum(
+                "hookline_ingress_requests_total",
+                &[&format!("stored=\"{label}\"")],
+            )
             .unwrap_or(0.0)
     };
     let (broker, spool) = (stored("broker"), stored("spool"));

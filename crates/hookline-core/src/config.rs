@@ -23,6 +23,8 @@ pub struct IngressConfig {
     /// A delivery the broker has not confirmed by then goes to the spool.
     pub ack_deadline_ms: u64,
     /// A confirm later than this races a spool write; the first durable one answers.
+    /// 0: broker first, always (no hedge; the spool only while the broker is away,
+    /// blocked or failing).
     pub hedge_after_ms: u64,
     /// A body not complete this long after its headers: 408, connection closed.
     pub body_timeout_ms: u64,
@@ -61,9 +63,9 @@ impl IngressConfig {
         Duration::from_millis(self.ack_deadline_ms)
     }
 
-    /// `hedge_after_ms` as a duration.
-    pub fn hedge_after(&self) -> Duration {
-        Duration::from_millis(self.hedge_after_ms)
+    /// `hedge_after_ms` as a duration; `None` when hedging is off.
+    pub fn hedge_after(&self) -> Option<Duration> {
+        (self.hedge_after_ms > 0).then(|| Duration::from_millis(self.hedge_after_ms))
     }
 
     /// `body_timeout_ms` as a duration.
@@ -404,7 +406,6 @@ fn validate(
     }
     for (key, value) in [
         ("ack_deadline_ms", raw.ingress.ack_deadline_ms),
-        ("hedge_after_ms", raw.ingress.hedge_after_ms),
         ("body_timeout_ms", raw.ingress.body_timeout_ms),
         ("request_timeout_ms", raw.ingress.request_timeout_ms),
         ("max_connections", raw.ingress.max_connections as u64),

@@ -116,7 +116,8 @@ pub fn verify(
             delivery_id: Uuid::now_v7(),
             source: source.name.clone(),
             provider: provider.name().to_owned(),
-            received_at,
+            // Milliseconds are what every copy of the delivery keeps (queue, spool, envelope).
+            received_at: crate::timestamp::to_millis(received_at),
             headers: forwarded,
         },
         body,

@@ -24,6 +24,11 @@ pub fn format_epoch_millis(millis: f64) -> Option<String> {
     from_epoch_millis_f64(millis).map(format_timestamp)
 }
 
+/// `at` cut to whole milliseconds, the precision the raw-delivery format keeps.
+pub fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
+    from_epoch_millis(epoch_millis(at)).unwrap_or(at)
+}
+
 /// Unix milliseconds of `at` (what the raw-delivery format stores).
 pub fn epoch_millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)

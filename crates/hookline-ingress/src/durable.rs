@@ -39,6 +39,10 @@ impl StoredIn {
             StoredIn::Spool => "spool",
         }
     }
+
+    pub(crate) fn label(self) -> telemetry::Label {
+        telemetry::Label(self.as_str())
+    }
 }
 
 /// The durable-store step of the request path (cheap to clone).
@@ -75,7 +79,7 @@ impl Durable {
         spool: Spool,
         queue: String,
         deadline: Duration,
-        hedge_after: Duration,
+        hedge_after: Option<Duration>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -117,11 +121,22 @@ impl Durable {
     async fn direct(&self, delivery: &VerifiedDelivery) -> Result<StoredIn, NotStored> {
         let inner = &self.inner;
         let mut confirm = inner.publisher.submit(delivery);
-        if let Ok(outcome) = tokio::time::timeout(inner.mode.hedge_after(), &mut confirm).await {
-            return match self.confirmed(outcome) {
-                true => Ok(StoredIn::Broker),
-                false => self.spooled(delivery).await,
-            };
+        // Without hedging the confirm gets the whole deadline.
+        let wait = inner.mode.hedge_after().unwrap_or(inner.deadline);
+        match tokio::time::timeout(wait, &mut confirm).await {
+            Ok(outcome) => {
+                return match self.confirmed(outcome) {
+                    true => Ok(StoredIn::Broker),
+                    false => self.spooled(delivery).await,
+                };
+            }
+            Err(_) if inner.mode.hedge_after().is_none() => {
+                inner
+                    .mode
+                    .spool(&"no confirm within ack_deadline_ms", false);
+                return self.spooled(delivery).await;
+            }
+            Err(_) => {}
         }
         // The confirm is late: race a spool write against it.
         let mut append: Append = {
@@ -136,7 +151,7 @@ impl Durable {
             tokio::select! {
                 outcome = &mut confirm, if !confirm_failed => {
                     if self.confirmed(outcome) {
-                        telemetry::hedge_won_by(StoredIn::Broker);
+                        telemetry::hedge_won_by(StoredIn::Broker.label());
                         self.discard_when_written(append);
                         return Ok(StoredIn::Broker);
                     }
@@ -147,7 +162,7 @@ impl Durable {
                 }
                 appended = &mut append, if !append_failed => match appended {
                     Ok(Ok(seq)) => {
-                        telemetry::hedge_won_by(StoredIn::Spool);
+                        telemetry::hedge_won_by(StoredIn::Spool.label());
                         if confirm_failed {
                             inner.wake_drainer.notify_one();
                         } else {

@@ -50,6 +50,21 @@ pub enum ApiError {
     BadEcho(&'static str),
 }
 
+/// Every `error` code an answer can carry (the metric label set of refusals).
+pub(crate) const CODES: &[&str] = &[
+    "unknown_source",
+    "missing_signature",
+    "duplicate_header",
+    "stale_timestamp",
+    "invalid_signature",
+    "malformed_payload",
+    "payload_too_large",
+    "bad_request",
+    "request_timeout",
+    "unavailable",
+    "method_not_allowed",
+];
+
 impl ApiError {
     /// Status and machine-readable code, the whole mapping in one place.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -136,5 +151,39 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         ApiError::Rejected(Rejection::Signature(refusal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_for_the_metrics() {
+        let errors = [
+            ApiError::unknown_source("x"),
+            Refusal::Missing { header: "h" }.into(),
+            Refusal::Duplicate { header: "h" }.into(),
+            Refusal::Stale {
+                header: "h",
+                skew_secs: 1,
+                tolerance_secs: 0,
+            }
+            .into(),
+            Refusal::Mismatch { header: "h" }.into(),
+            ApiError::Rejected(Rejection::Malformed("m".into())),
+            ApiError::PayloadTooLarge(1),
+            ApiError::BodyRead,
+            ApiError::BodyTimeout,
+            ApiError::RequestTimeout,
+            ApiError::Overloaded("x"),
+            ApiError::Unavailable,
+            ApiError::MethodNotAllowed,
+            ApiError::BadEcho("x"),
+        ];
+        for error in errors {
+            let (_, code) = error.status_and_code();
+            assert!(CODES.contains(&code), "{code} missing from CODES");
+        }
     }
 }

@@ -33,6 +33,9 @@ const PUBLISH_CHANNELS: usize = 2;
 /// How soon `/readyz` notices that a failed spool disk takes writes again.
 const SPOOL_PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// How often `hookline_ingress_ready` is brought up to date.
+const READY_GAUGE_EVERY: Duration = Duration::from_secs(1);
+
 /// Why the ingress could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
@@ -74,6 +77,19 @@ pub async fn run(
     );
     let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
+    telemetry::register(&config.sources);
+    let readiness = {
+        let (durable, stop) = (durable.clone(), broker_stop.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(READY_GAUGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => telemetry::ready(durable.ready()),
+                }
+            }
+        })
+    };
     let state = AppState::new(&config.sources, &config.ingress, durable, metrics);
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -89,6 +105,7 @@ pub async fn run(
     broker_stop.cancel();
     let _ = drainer.await;
     let _ = prober.await;
+    let _ = readiness.await;
     broker.stopped().await;
     spool.close().await;
     info!("Ingress stopped.");

@@ -27,13 +27,14 @@ pub(crate) struct Mode {
     ewma_us: AtomicU64,
     /// When the latest switch to spooling happened, and whether dwelling applies.
     spooled_at: Mutex<(Instant, bool)>,
-    hedge_after: Duration,
+    /// `None`: broker first always, no hedging and no switching on latency.
+    hedge_after: Option<Duration>,
 }
 
 impl Mode {
     /// Direct at first; `hedge_after` is the confirm latency above which a request also
-    /// writes the spool.
-    pub(crate) fn new(hedge_after: Duration) -> Self {
+    /// writes the spool (`None`: never).
+    pub(crate) fn new(hedge_after: Option<Duration>) -> Self {
         telemetry::direct_mode(true);
         Self {
             direct: AtomicBool::new(true),
@@ -48,33 +49,39 @@ impl Mode {
         self.direct.load(Ordering::Relaxed)
     }
 
-    /// The confirm latency after which a request also writes the spool.
-    pub(crate) fn hedge_after(&self) -> Duration {
+    /// The confirm latency after which a request also writes the spool, if it does.
+    pub(crate) fn hedge_after(&self) -> Option<Duration> {
         self.hedge_after
     }
 
     /// A direct confirm arrived after `latency`; `waiting` deliveries are queued for slots.
     pub(crate) fn confirmed(&self, latency: Duration, waiting: usize) {
         let sample = latency.as_secs_f64() * 1e6;
-        let ewma = self
+        let blend = |old: f64| {
+            if old == 0.0 {
+                sample
+            } else {
+                old + EWMA_WEIGHT * (sample - old)
+            }
+        };
+        // fetch_update hands back the previous value; the new one is blended from it.
+        let previous = self
             .ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                let old = f64::from_bits(old);
-                let new = if old == 0.0 {
-                    sample
-                } else {
-                    old + EWMA_WEIGHT * (sample - old)
-                };
-                Some(new.to_bits())
+                Some(blend(f64::from_bits(old)).to_bits())
             })
-            .map(f64::from_bits)
-            .unwrap_or(sample);
+            .unwrap_or_else(|old| old);
+        let ewma = blend(f64::from_bits(previous));
+        let Some(hedge_after) = self.hedge_after else {
+            // Broker first: only an absent or failing broker sends deliveries to the spool.
+            return;
+        };
         if waiting > SATURATED_DEPTH {
             self.spool(
                 &"the broker is saturated: deliveries are queueing for confirms",
                 true,
             );
-        } else if ewma > 2.0 * self.hedge_after.as_secs_f64() * 1e6 {
+        } else if ewma > 2.0 * hedge_after.as_secs_f64() * 1e6 {
             self.spool(
                 &format!(
                     "broker confirms are slow ({:.1} ms on average)",
@@ -96,7 +103,10 @@ impl Mode {
     /// The drainer published spooled deliveries with a confirm after `latency`, and
     /// `backlog` remain: back to direct when the broker is quick and the backlog small.
     pub(crate) fn drained(&self, latency: Duration, backlog: u64) {
-        if self.direct() || backlog > BACKLOG_LOW || latency > self.hedge_after * 4 {
+        let quick = self
+            .hedge_after
+            .is_none_or(|hedge_after| latency <= hedge_after * 4);
+        if self.direct() || backlog > BACKLOG_LOW || !quick {
             return;
         }
         let (since, dwell) = *self.spooled_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,7 +126,7 @@ mod tests {
 
     #[test]
     fn slow_or_saturated_broker_spools_and_a_quick_one_comes_back() {
-        let mode = Mode::new(Duration::from_millis(3));
+        let mode = Mode::new(Some(Duration::from_millis(3)));
         for _ in 0..50 {
             mode.confirmed(Duration::from_millis(1), 10);
         }
@@ -140,9 +150,19 @@ mod tests {
         assert!(!mode.direct(), "slow confirms");
 
         // A broker that was simply away comes back at once.
-        let mode = Mode::new(Duration::from_millis(3));
+        let mode = Mode::new(Some(Duration::from_millis(3)));
         mode.spool(&"not connected", false);
         mode.drained(Duration::from_millis(1), 0);
         assert!(mode.direct());
+
+        // Broker first: slow or saturated confirms never switch to the spool.
+        let mode = Mode::new(None);
+        for _ in 0..100 {
+            mode.confirmed(Duration::from_millis(500), SATURATED_DEPTH + 1);
+        }
+        assert!(mode.direct());
+        mode.spool(&"not connected", false);
+        mode.drained(Duration::from_secs(1), 0);
+        assert!(mode.direct(), "back as soon as the spool is drained");
     }
 }

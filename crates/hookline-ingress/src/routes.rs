@@ -66,7 +66,7 @@ impl AppState {
     fn label<'a>(&'a self, name: &str) -> &'a str {
         self.sources
             .get_key_value(name)
-            .map_or("unknown", |(name, _)| name.as_str())
+            .map_or(telemetry::UNKNOWN_SOURCE, |(name, _)| name.as_str())
     }
 }
 
@@ -97,9 +97,19 @@ async fn receive(
     let outcome = tokio::time::timeout(app.request_timeout, accept(&app, &name, &headers, body))
         .await
         .unwrap_or(Err(ApiError::RequestTimeout));
+    let budget = app
+        .sources
+        .get(&name)
+        .map_or(app.request_timeout, |source| source.budget);
     match outcome {
         Ok((delivery_id, stored)) => {
-            telemetry::accepted(label, &delivery_id, stored, started.elapsed());
+            telemetry::accepted(
+                label,
+                &delivery_id,
+                stored.label(),
+                started.elapsed(),
+                budget,
+            );
             Json(Accepted {
                 accepted: true,
                 delivery_id,
@@ -108,6 +118,7 @@ async fn receive(
         }
         Err(error) => {
             telemetry::refused(label, &error);
+            telemetry::answered(label, started.elapsed(), budget);
             error.into_response()
         }
     }
@@ -232,7 +243,7 @@ mod tests {
             spool.clone(),
             "routertest.ingress".into(),
             Duration::from_millis(200),
-            Duration::from_millis(3),
+            Some(Duration::from_millis(3)),
         );
         let sources = [
             SourceSpec::new(

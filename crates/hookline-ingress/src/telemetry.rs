@@ -1,8 +1,8 @@
 //! Every notable ingress happening, logged and counted in one place so the two agree.
 
-use crate::durable::StoredIn;
-use crate::error::ApiError;
+use crate::error::{ApiError, CODES};
 use crate::sampler::Sampler;
+use hookline_core::SourceSpec;
 use std::sync::LazyLock;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
@@ -10,22 +10,53 @@ use tracing::{debug, error, info, warn};
 /// Refusals and failures are caused by clients: their lines are sampled per source and code.
 static SAMPLED: LazyLock<Sampler> = LazyLock::new(Sampler::default);
 
-/// A delivery was accepted (200).
+/// The `source` label of every request to a name that is not configured: one series for
+/// all of them, so an attacker's names never create new ones.
+pub(crate) const UNKNOWN_SOURCE: &str = "unknown";
+
+/// A label value from a fixed set, never request text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Label(pub(crate) &'static str);
+
+/// Creates every configured source's series at 0, so dashboards and alerts see them from
+/// startup (an absent series and a zero look different to Prometheus).
+pub(crate) fn register(sources: &[SourceSpec]) {
+    for source in sources {
+        let name = source.name.clone();
+        let _ = metrics::histogram!("hookline_ingress_ack_seconds", "source" => name.clone());
+        metrics::counter!("hookline_ingress_over_budget_total", "source" => name.clone())
+            .absolute(0);
+        for stored in ["broker", "spool"] {
+            metrics::counter!("hookline_ingress_requests_total", "source" => name.clone(), "code" => "accepted", "stored" => stored).absolute(0);
+        }
+        for code in CODES.iter().filter(|c| **c != "unknown_source") {
+            metrics::counter!("hookline_ingress_refused_total", "source" => name.clone(), "reason" => *code).absolute(0);
+        }
+    }
+    metrics::counter!("hookline_ingress_refused_total", "source" => UNKNOWN_SOURCE, "reason" => "unknown_source").absolute(0);
+}
+
+/// A delivery was accepted (200) after `elapsed`; `budget` is how long its provider waits.
 pub(crate) fn accepted(
     source: &str,
     delivery_id: &uuid::Uuid,
-    stored: StoredIn,
+    stored: Label,
     elapsed: Duration,
+    budget: Duration,
 ) {
-    debug!(
-        source,
-        %delivery_id,
-        stored = stored.as_str(),
-        "Delivery accepted."
-    );
-    metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => "accepted", "stored" => stored.as_str()).increment(1);
-    metrics::histogram!("hookline_ingress_ack_seconds", "stored" => stored.as_str())
+    debug!(source, %delivery_id, stored = stored.0, "Delivery accepted.");
+    metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => "accepted", "stored" => stored.0).increment(1);
+    metrics::histogram!("hookline_ingress_ack_seconds", "source" => source.to_owned())
         .record(elapsed.as_secs_f64());
+    answered(source, elapsed, budget);
+}
+
+/// Any answer slower than the provider's budget counts: the provider gives up and retries.
+pub(crate) fn answered(source: &str, elapsed: Duration, budget: Duration) {
+    if elapsed > budget {
+        metrics::counter!("hookline_ingress_over_budget_total", "source" => source.to_owned())
+            .increment(1);
+    }
 }
 
 /// A request was refused; `source` is `unknown` for names not in the config.
@@ -35,6 +66,7 @@ pub(crate) fn accepted(
 pub(crate) fn refused(source: &str, error: &ApiError) {
     let (status, code) = error.status_and_code();
     metrics::counter!("hookline_ingress_requests_total", "source" => source.to_owned(), "code" => code, "stored" => "none").increment(1);
+    metrics::counter!("hookline_ingress_refused_total", "source" => source.to_owned(), "reason" => code).increment(1);
     let Some(left_out) = SAMPLED.admit(source, code) else {
         return;
     };
@@ -71,8 +103,14 @@ pub(crate) fn spooling_stopped(backlog: u64) {
 }
 
 /// A late confirm raced a spool write; `winner` answered first.
-pub(crate) fn hedge_won_by(winner: StoredIn) {
-    metrics::counter!("hookline_ingress_hedges_total", "winner" => winner.as_str()).increment(1);
+pub(crate) fn hedge_won_by(winner: Label) {
+    metrics::counter!("hookline_ingress_hedges_total", "winner" => winner.0).increment(1);
+}
+
+/// Whether a delivery could be made durable now, as a gauge for alerts (`/readyz` as a
+/// number).
+pub(crate) fn ready(ready: bool) {
+    metrics::gauge!("hookline_ingress_ready").set(if ready { 1.0 } else { 0.0 });
 }
 
 /// Whether deliveries are published directly (1) or spooled (0).

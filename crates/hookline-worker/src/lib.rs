@@ -86,6 +86,7 @@ pub async fn run(
         None => None,
     };
 
+    telemetry::register(&config.sources);
     let claims = Claims::default();
     let recorder = Recorder::start(store.clone())?;
     let failures = Failures::default();

@@ -1,7 +1,7 @@
 //! Every notable worker happening, logged and counted in one place so the two agree.
 //! One INFO line per event (CONTRACT section 7).
 
-use hookline_core::Envelope;
+use hookline_core::{Envelope, SourceSpec};
 use tracing::{error, info, warn};
 
 /// What happened to one event.
@@ -46,9 +46,33 @@ pub(crate) fn event(envelope: &Envelope, outcome: Outcome) {
     metrics::counter!(
         "hookline_worker_events_total",
         "provider" => envelope.provider.clone(),
+        "source" => envelope.source.clone(),
         "outcome" => outcome.as_str()
     )
     .increment(1);
+}
+
+/// Creates the event series of every configured source, and the delivery series, at 0 from
+/// startup, so "no events from this source for N minutes" can be asked of Prometheus.
+pub(crate) fn register(sources: &[SourceSpec]) {
+    for source in sources {
+        for outcome in [
+            Outcome::Published,
+            Outcome::Duplicate,
+            Outcome::DeadLettered,
+        ] {
+            metrics::counter!(
+                "hookline_worker_events_total",
+                "provider" => source.provider.name(),
+                "source" => source.name.clone(),
+                "outcome" => outcome.as_str()
+            )
+            .absolute(0);
+        }
+    }
+    for outcome in ["acked", "retried", "dead_lettered"] {
+        metrics::counter!("hookline_worker_deliveries_total", "outcome" => outcome).absolute(0);
+    }
 }
 
 /// A delivery went to `<prefix>.dead`: an operator should look at it.
