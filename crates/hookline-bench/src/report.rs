@@ -1120,24 +1120,6 @@ pub(crate) fn rate(value: f64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_rates_and_latencies() {
-        assert_eq!(rate(0.4), "0");
-        assert_eq!(rate(999.6), "1,000");
-        assert_eq!(rate(1_234_567.0), "1,234,567");
-        assert_eq!(fmt_us(1500), "1.50 ms");
-        assert_eq!(fmt_us(2_500_000), "2.50 s");
-        assert_eq!(bytes_text(512.0), "512 B");
-        assert_eq!(bytes_text(12_345.0), "12.3 kB");
-        assert_eq!(bytes_text(4_560_000.0), "4.56 MB");
-        assert_eq!(mib(2048), "2.0 MiB");
-    }
-}
-
 /// Where the ingress's 200s were made durable, and how its adaptive mode behaved: the
 /// stored share (broker confirm or spool fsync), hedges and who won them, mode changes,
 /// the mean batch size and the mean confirm latency.
@@ -1172,3 +1154,22 @@ fn durability(server: &ServerMetrics) -> String {
             * 1000.0,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rates_and_latencies() {
+        assert_eq!(rate(0.4), "0");
+        assert_eq!(rate(999.6), "1,000");
+        assert_eq!(rate(1_234_567.0), "1,234,567");
+        assert_eq!(fmt_us(1500), "1.50 ms");
+        assert_eq!(fmt_us(2_500_000), "2.50 s");
+        assert_eq!(bytes_text(512.0), "512 B");
+        assert_eq!(bytes_text(12_345.0), "12.3 kB");
+        assert_eq!(bytes_text(4_560_000.0), "4.56 MB");
+        assert_eq!(mib(2048), "2.0 MiB");
+    }
+}
+
