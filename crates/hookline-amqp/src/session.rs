@@ -28,6 +28,8 @@ pub struct Session {
 struct Inner {
     connection: Connection,
     channels: Vec<Channel>,
+    /// A channel without confirms, for best-effort copies nobody waits for.
+    unconfirmed: Channel,
     next: AtomicUsize,
 }
 
@@ -44,6 +46,7 @@ impl Session {
         let setup = connection.create_channel().await?;
         topology.declare(&setup).await?;
         setup.close(200, "topology declared".into()).await?;
+        let unconfirmed = connection.create_channel().await?;
         let mut channels = Vec::with_capacity(pool);
         for _ in 0..pool.max(1) {
             let channel = connection.create_channel().await?;
@@ -56,6 +59,7 @@ impl Session {
             inner: Arc::new(Inner {
                 connection,
                 channels,
+                unconfirmed,
                 next: AtomicUsize::new(0),
             }),
         })
@@ -121,6 +125,28 @@ impl Session {
             )
             .await?;
         Ok(Pending(confirm))
+    }
+
+    /// Publishes a transient copy nobody waits for (no confirm, no persistence): what
+    /// observers see is best effort and costs the broker no disk.
+    pub async fn send_best_effort(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        self.inner
+            .unconfirmed
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(1),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Closes the connection politely, waiting at most [`CLOSE_TIMEOUT`] for the broker.

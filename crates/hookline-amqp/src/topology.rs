@@ -41,6 +41,13 @@ impl Topology {
         format!("{}.dead", self.prefix)
     }
 
+    /// `<prefix>.observe`: a topic exchange carrying a copy of every event for observers
+    /// (`hookline tail`). Binding there never makes an event "routed" on `<prefix>.events`,
+    /// so the unrouted capture stays exact while observers watch.
+    pub fn observe_exchange(&self) -> String {
+        format!("{}.observe", self.prefix)
+    }
+
     /// Declares everything; safe to repeat, and repeated after every reconnect.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = QueueDeclareOptions {
@@ -91,6 +98,15 @@ impl Topology {
                 ExchangeKind::Topic,
                 durable_exchange,
                 events_args,
+            )
+            .await?;
+
+        channel
+            .exchange_declare(
+                self.observe_exchange().into(),
+                ExchangeKind::Topic,
+                durable_exchange,
+                none(),
             )
             .await?;
 

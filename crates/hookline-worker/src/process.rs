@@ -256,15 +256,18 @@ async fn publish_new(
     let exchange = ctx.topology.events_exchange();
     let mut failure = None;
     let mut pending = Vec::with_capacity(fresh.len());
-    for envelope in &fresh {
-        let body = serde_json::to_vec(envelope).expect("an envelope always serializes");
+    let bodies: Vec<Vec<u8>> = fresh
+        .iter()
+        .map(|e| serde_json::to_vec(e).expect("an envelope always serializes"))
+        .collect();
+    for (envelope, body) in fresh.iter().zip(&bodies) {
         let sent = ctx
             .session
             .send(
                 lane,
                 &exchange,
                 &envelope.routing_key(),
-                &body,
+                body,
                 properties(envelope),
                 false,
             )
@@ -279,19 +282,28 @@ async fn publish_new(
     }
     let confirms = futures_util::future::join_all(pending.into_iter().map(|p| p.confirmed())).await;
     let mut published = Vec::with_capacity(confirms.len());
-    for (envelope, confirm) in fresh.iter().zip(confirms) {
+    for ((envelope, body), confirm) in fresh.iter().zip(&bodies).zip(confirms) {
         match confirm {
-            Ok(()) => published.push(envelope),
+            Ok(()) => published.push((envelope, body)),
             Err(error) => {
                 failure.get_or_insert(error);
             }
         }
     }
     if !published.is_empty() {
-        let ids = published.iter().map(|e| e.id.clone()).collect();
+        let ids = published.iter().map(|(e, _)| e.id.clone()).collect();
         ctx.recorder.record(ids).await?;
-        for envelope in published {
+        let observe = ctx.topology.observe_exchange();
+        for (envelope, body) in published {
             telemetry::event(envelope, Outcome::Published);
+            // Observers (`hookline tail`) get a copy; losing one costs them a line, not data.
+            let copy = ctx
+                .session
+                .send_best_effort(&observe, &envelope.routing_key(), body, properties(envelope))
+                .await;
+            if let Err(error) = copy {
+                debug!(%error, "Cannot copy an event to the observers' exchange.");
+            }
         }
     }
     failure.map_or(Ok(()), |error| Err(error.into()))
