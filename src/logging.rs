@@ -15,18 +15,37 @@ fn json() -> bool {
     std::env::var("HOOKLINE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
 }
 
+/// Where log lines go: the daemons write to stdout (what `docker logs` collects); the
+/// tools write their own output to stdout, so their log lines go to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sink {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
 /// Installs the global subscriber.
-pub(crate) fn init() {
+pub(crate) fn init(sink: Sink) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let terminal = match sink {
+        Sink::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        Sink::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    if json() {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
+        .with_ansi(terminal);
+    match (json(), sink) {
+        (true, Sink::Stdout) => builder.json().flatten_event(true).init(),
+        (true, Sink::Stderr) => builder
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .init(),
+        (false, Sink::Stdout) => builder.init(),
+        (false, Sink::Stderr) => builder.with_writer(std::io::stderr).init(),
     }
 }
 

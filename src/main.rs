@@ -3,6 +3,7 @@
 
 mod logging;
 mod shutdown;
+mod tools;
 
 /// mimalloc returns freed memory to the system promptly and fragments less than the
 /// system allocator under many connections: a second attack peaks no higher than the first.
@@ -35,7 +36,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// HTTP server: verifies each delivery, makes it durable, answers.
     Ingress,
@@ -45,11 +46,38 @@ enum Command {
     Run,
     /// Validates the config; prints what is wrong and exits 2.
     CheckConfig,
+    /// Sends a realistic delivery for a source, signed as its provider signs; exit 0 on 200.
+    Send(tools::SendArgs),
+    /// Prints each event as it is published (one line, or --json), without changing routing.
+    Tail(tools::TailArgs),
+    /// Lists, shows, replays or purges the dead letters.
+    #[command(subcommand)]
+    Dlq(tools::DlqCommand),
+}
+
+/// The daemons, which `serve` runs (the tools have their own entry points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Ingress,
+    Worker,
+    Run,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    let daemon = match cli.command {
+        Command::Ingress => Some(Daemon::Ingress),
+        Command::Worker => Some(Daemon::Worker),
+        Command::Run => Some(Daemon::Run),
+        _ => None,
+    };
+    logging::init(
+        if daemon.is_some() || matches!(cli.command, Command::CheckConfig) {
+            logging::Sink::Stdout
+        } else {
+            logging::Sink::Stderr
+        },
+    );
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(problems) => {
@@ -57,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.command == Command::CheckConfig {
+    if matches!(cli.command, Command::CheckConfig) {
         logging::config_ok(&config);
         return ExitCode::SUCCESS;
     }
@@ -68,7 +96,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(cli.command, config)) {
+    let daemon = match (daemon, cli.command) {
+        (Some(daemon), _) => daemon,
+        (None, Command::Send(args)) => return runtime.block_on(tools::send(config, args)),
+        (None, Command::Tail(args)) => return runtime.block_on(tools::tail(config, args)),
+        (None, Command::Dlq(command)) => return runtime.block_on(tools::dlq(config, command)),
+        (None, _) => unreachable!("every command is a daemon or a tool"),
+    };
+    match runtime.block_on(serve(daemon, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %format!("{e:#}"), "hookline stopped on a fatal error.");
@@ -77,13 +112,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(command: Command, config: Config) -> anyhow::Result<()> {
+async fn serve(command: Daemon, config: Config) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     shutdown::on_signal(shutdown.clone());
 
-    let with_ingress = matches!(command, Command::Ingress | Command::Run);
-    let with_worker = matches!(command, Command::Worker | Command::Run);
+    let with_ingress = matches!(command, Daemon::Ingress | Daemon::Run);
+    let with_worker = matches!(command, Daemon::Worker | Daemon::Run);
     let ingress_listener = if with_ingress {
         Some(bind(config.ingress.listen, "ingress.listen").await?)
     } else {

@@ -37,3 +37,14 @@ pub(crate) fn on_signal(token: CancellationToken) {
         std::process::exit(1);
     });
 }
+
+/// Resolves on the first SIGTERM or SIGINT (for the tools, which just stop).
+pub(crate) async fn signalled() -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

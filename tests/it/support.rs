@@ -2,7 +2,6 @@
 //! against the real RabbitMQ, sign like each provider, and watch what reaches the broker.
 
 use futures_util::StreamExt;
-use hookline_core::signature::{Algorithm, sign_hex};
 use lapin::options::{
     BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -379,78 +378,46 @@ pub(crate) async fn wait_for_status(url: &str, status: u16) {
     }
 }
 
-/// Signs `body` the way `provider` does; returns (header, value).
-pub(crate) fn sign(provider: &str, body: &[u8]) -> (&'static str, String) {
+/// The test config's secret of `provider`.
+fn secret_of(provider: &str) -> &'static str {
     match provider {
-        "aisle" => (
-            "x-aisle-webhook-signature",
-            sign_hex(Algorithm::Sha256, AISLE_SECRET.as_bytes(), body),
-        ),
-        "inline" => {
-            let canonical = hookline_core::canonical_json::canonicalize(body).unwrap();
-            (
-                "X-Hub-Signature",
-                format!(
-                    "sha1={}",
-                    sign_hex(
-                        Algorithm::Sha1,
-                        INLINE_SECRET.as_bytes(),
-                        canonical.as_bytes()
-                    )
-                ),
-            )
-        }
-        "auraconnect" => (
-            "X-AuraConnect-Signature",
-            format!(
-                "sha256={}",
-                sign_hex(Algorithm::Sha256, AURA_SECRET.as_bytes(), body)
-            ),
-        ),
-        "sixpark" => (
-            "X-SixPark-Signature",
-            sign_hex(Algorithm::Sha256, SIXPARK_SECRET.as_bytes(), body),
-        ),
-        "asello" => (
-            "signature",
-            format!(
-                "sha256={}",
-                sign_hex(Algorithm::Sha256, ASELLO_SECRET.as_bytes(), body).to_uppercase()
-            ),
-        ),
-        other => panic!("{other} does not sign with one header; use signed_headers"),
+        "aisle" => AISLE_SECRET,
+        "inline" => INLINE_SECRET,
+        "auraconnect" => AURA_SECRET,
+        "sixpark" => SIXPARK_SECRET,
+        "asello" => ASELLO_SECRET,
+        "standard-webhooks" => SW_SECRET,
+        other => panic!("unknown provider {other}"),
     }
+}
+
+/// Signs `body` the way `provider` does (its own `Provider::sign`); returns (header, value)
+/// for providers that sign with one header.
+pub(crate) fn sign(provider: &str, body: &[u8]) -> (&'static str, String) {
+    let mut headers = signed_headers(provider, body);
+    assert_eq!(headers.len(), 1, "{provider} signs with several headers");
+    headers.remove(0)
 }
 
 /// Every header `provider` would send with `body`, signed as it signs, now.
 pub(crate) fn signed_headers(provider: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    if provider != "standard-webhooks" {
-        let (header, value) = sign(provider, body);
-        return vec![(header, value)];
-    }
     use sha2::Digest;
     // The same body gets the same message id, as a sender's retry would.
     let id = format!("msg_{}", &hex::encode(sha2::Sha256::digest(body))[..24]);
-    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    sw_headers(&id, timestamp, body)
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    signed_as(provider, &id, now, body)
 }
 
 /// Standard Webhooks headers for `id` and `timestamp` over `body`, with the test secret.
 pub(crate) fn sw_headers(id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-    use base64::Engine as _;
-    use hmac::{KeyInit, Mac};
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SW_SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    vec![
-        ("webhook-id", id.to_owned()),
-        ("webhook-timestamp", timestamp.to_string()),
-        ("webhook-signature", format!("v1,{signature}")),
-    ]
+    signed_as("standard-webhooks", id, timestamp, body)
+}
+
+fn signed_as(provider: &str, id: &str, unix: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let found = hookline_core::provider::find(provider).expect("a registered provider");
+    let key = found.signing_key(secret_of(provider)).unwrap();
+    let at = time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+    found.sign(body, &key, id, at)
 }
 
 /// POSTs a signed body to `/webhooks/<source>`; returns status and JSON body.
@@ -603,6 +570,40 @@ impl Broker {
         let (channel, _) = self.bind_to_events(&name, options, "#").await;
         let _ = channel.close(200, "".into()).await;
         name
+    }
+
+    /// Puts a dead letter for delivery `id` into `queue`, as the worker writes them.
+    pub(crate) async fn publish_dead_letter(&self, queue: &str, id: &str) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let channel = self.connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let now = hookline_core::timestamp::format_timestamp(time::OffsetDateTime::now_utc());
+        let headers = hookline_amqp::headers::string_headers([
+            ("x-hookline-source", "aisle"),
+            ("x-hookline-provider", "aisle"),
+            ("x-hookline-received-at", now.as_str()),
+            ("x-hookline-error", "missing required field `id`"),
+            ("x-hookline-died-at", now.as_str()),
+        ]);
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                lapin::BasicProperties::default()
+                    .with_message_id(id.into())
+                    .with_headers(headers)
+                    .with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let _ = channel.close(200, "".into()).await;
     }
 
     /// Messages waiting in `queue` (passive declare).

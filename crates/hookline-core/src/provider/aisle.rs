@@ -3,9 +3,11 @@
 use super::fields::{member_or_null, optional_str, required_key, required_str};
 use super::{Forwarded, Malformed, Provider, ProviderEvent, Refusal, Request};
 use crate::config::SourceSpec;
-use crate::signature::{Algorithm, decode_base64, decode_hex, matches_any, strip_label};
-use serde_json::Value;
+use crate::signature::{Algorithm, decode_base64, decode_hex, matches_any, sign_hex, strip_label};
+use crate::timestamp::format_timestamp;
+use serde_json::{Value, json};
 use std::time::Duration;
+use time::OffsetDateTime;
 
 const SIGNATURE: &str = "x-aisle-webhook-signature";
 
@@ -40,6 +42,41 @@ impl Provider for Aisle {
             occurred_at: optional_str(body, "broadcasted_at"),
             data: member_or_null(body, "data"),
         }])
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        _: &str,
+        _: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        vec![(SIGNATURE, sign_hex(Algorithm::Sha256, key, body))]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, now: OffsetDateTime) -> String {
+        let at = format_timestamp(now);
+        json!({
+            "id": id,
+            "event": event_type.unwrap_or("ticket_created"),
+            "broadcasted_at": at,
+            "data": {
+                "id": format!("ticket-{id}"),
+                "store_id": "store-1",
+                "user_id": "user-1",
+                "user": {"id": "user-1", "first_name": "Ada", "last_name": "Lovelace", "phone_number": "+15555550100"},
+                "created_at": at,
+                "updated_at": at
+            }
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // "We will attempt to deliver your event a maximum of 2 times": one retry, whose
+        // pause the document does not give; assumed 1 s.
+        const SCHEDULE: [Duration; 1] = [Duration::from_secs(1)];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {

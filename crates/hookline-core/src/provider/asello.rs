@@ -4,8 +4,10 @@
 use super::fields::{Malformed, in_element, required_array, required_key, required_str};
 use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
 use crate::config::SourceSpec;
-use crate::signature::raw_body_sha256_hex;
-use serde_json::Value;
+use crate::signature::{Algorithm, raw_body_sha256_hex, sign_hex};
+use serde_json::{Value, json};
+use std::time::Duration;
+use time::OffsetDateTime;
 
 const SIGNATURE: &str = "signature";
 
@@ -43,6 +45,42 @@ impl Provider for Asello {
                 })
             })
             .collect()
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        _: &str,
+        _: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        // The documented example sends upper-case hex.
+        let hex = sign_hex(Algorithm::Sha256, key, body).to_uppercase();
+        vec![(SIGNATURE, format!("sha256={hex}"))]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, _: OffsetDateTime) -> String {
+        json!({
+            "id": id,
+            "attempt": 1,
+            "properties": {},
+            "notifications": [
+                {"action": event_type.unwrap_or("document.created"), "id": 9_420_657},
+                {"action": "receipt.created", "id": 9_420_658}
+            ]
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // The document shows an `attempt` counter but no schedule: assumed three retries
+        // after 1, 5 and 15 minutes.
+        const SCHEDULE: [Duration; 3] = [
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+            Duration::from_secs(900),
+        ];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {

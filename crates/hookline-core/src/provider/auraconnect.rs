@@ -3,8 +3,11 @@
 use super::fields::{member_or_null, optional_str, required_key, required_str};
 use super::{Forwarded, Malformed, Provider, ProviderEvent, Refusal, Request};
 use crate::config::SourceSpec;
-use crate::signature::raw_body_sha256_hex;
-use serde_json::Value;
+use crate::signature::{Algorithm, raw_body_sha256_hex, sign_hex};
+use crate::timestamp::format_timestamp;
+use serde_json::{Value, json};
+use std::time::Duration;
+use time::OffsetDateTime;
 
 const SIGNATURE: &str = "x-auraconnect-signature";
 
@@ -31,6 +34,41 @@ impl Provider for AuraConnect {
             occurred_at: optional_str(body, "created"),
             data: member_or_null(body, "data"),
         }])
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        _: &str,
+        _: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        vec![(
+            SIGNATURE,
+            format!("sha256={}", sign_hex(Algorithm::Sha256, key, body)),
+        )]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, now: OffsetDateTime) -> String {
+        json!({
+            "id": id,
+            "type": event_type.unwrap_or("order.created"),
+            "created": format_timestamp(now),
+            "data": {"object": {"id": 1001, "order_number": format!("ORD-{id}"), "total_amount": 45.99, "status": "pending"}}
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // "Retry intervals: 10s, 30s, 1m, 5m, 30m".
+        const SCHEDULE: [Duration; 5] = [
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+            Duration::from_secs(1800),
+        ];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {

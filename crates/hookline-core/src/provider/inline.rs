@@ -5,10 +5,12 @@ use super::fields::{Malformed, in_element, member_or_null, required_array, requi
 use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
 use crate::canonical_json::{canonical_value, canonicalize};
 use crate::config::SourceSpec;
-use crate::signature::{Algorithm, decode_hex, matches_any, strip_label};
-use crate::timestamp::format_epoch_millis;
-use serde_json::Value;
+use crate::signature::{Algorithm, decode_hex, matches_any, sign_hex, strip_label};
+use crate::timestamp::{epoch_millis, format_epoch_millis};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
+use time::OffsetDateTime;
 
 const SIGNATURE: &str = "x-hub-signature";
 
@@ -57,6 +59,47 @@ impl Provider for Inline {
                 })
             })
             .collect()
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        _: &str,
+        _: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        // inline signs the sorted form; a body JS could not parse is signed as it is.
+        let signed = canonicalize(body).map_or_else(|_| body.to_vec(), String::into_bytes);
+        vec![(
+            SIGNATURE,
+            format!("sha1={}", sign_hex(Algorithm::Sha1, key, &signed)),
+        )]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, now: OffsetDateTime) -> String {
+        let millis = epoch_millis(now);
+        json!({
+            "timestamp": millis,
+            "events": [
+                {
+                    "type": event_type.unwrap_or("reservation-created"),
+                    "timestamp": millis,
+                    "data": {"id": id, "groupSize": 2, "status": "confirmed", "time": millis + 86_400_000, "customer": {"name": "Ada"}}
+                },
+                {
+                    "type": "order-pickedup",
+                    "timestamp": millis + 1,
+                    "data": {"id": format!("order-{id}"), "order": {"total": 880, "currency": "TWD"}}
+                }
+            ]
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // "it'll retry every 5 seconds. And it'll retry at most to the 60th seconds."
+        const SCHEDULE: [Duration; 12] = [Duration::from_secs(5); 12];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {

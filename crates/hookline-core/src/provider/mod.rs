@@ -14,6 +14,7 @@ mod standard_webhooks;
 use crate::config::SourceSpec;
 use serde_json::Value;
 use std::time::Duration;
+use time::OffsetDateTime;
 
 pub use fields::Malformed;
 pub use request::{Forwarded, Headers, Refusal, Request};
@@ -87,6 +88,25 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The character between entity and action in the provider's type names, if any.
     fn type_separator(&self) -> Option<char>;
+
+    /// Signs `body` exactly as the provider does with `key` (from
+    /// [`Provider::signing_key`]); returns the headers to send. `id` and `now` are used by
+    /// schemes that sign a message id or a time. (For `hookline send` and the tests.)
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Vec<(&'static str, String)>;
+
+    /// A realistic body as the provider's documentation shows it, with event id `id` and
+    /// type `event_type` (the provider's own spelling; a documented default when `None`).
+    fn example(&self, event_type: Option<&str>, id: &str, now: OffsetDateTime) -> String;
+
+    /// The delays before each retry the provider makes after a failed delivery, as its
+    /// documentation gives them (or as assumed where it gives none; see the provider file).
+    fn retry_schedule(&self) -> &'static [Duration];
 
     /// Turns a configured secret into the HMAC key, or says why it is unusable.
     fn signing_key(&self, secret: &str) -> Result<Vec<u8>, String> {
@@ -211,6 +231,54 @@ mod tests {
             assert_eq!(find(name).map(|p| p.name()), Some(name));
         }
         assert!(find("stripe").is_none());
+    }
+
+    #[test]
+    fn every_example_is_signed_verified_and_normalized() {
+        use crate::secret::Secret;
+        use http::{HeaderMap, HeaderName, HeaderValue};
+        let now = OffsetDateTime::now_utc();
+        for provider in PROVIDERS {
+            let secret = if provider.name() == "standard-webhooks" {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()
+            } else {
+                "k".repeat(provider.min_secret_len().max(8))
+            };
+            let source = SourceSpec::new(
+                "example",
+                find(provider.name()).unwrap(),
+                vec![Secret::new(secret)],
+            )
+            .unwrap();
+            for event_type in [None, Some("custom_type")] {
+                let body = provider.example(event_type, "ex-1", now);
+                let mut headers = HeaderMap::new();
+                for (name, value) in
+                    provider.sign(body.as_bytes(), source.secrets[0].expose(), "ex-1", now)
+                {
+                    headers.append(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_str(&value).unwrap(),
+                    );
+                }
+                let delivery = crate::delivery::verify(
+                    &source,
+                    &headers,
+                    bytes::Bytes::from(body.clone()),
+                    now,
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}: {body}", provider.name()));
+                let events = crate::normalize_delivery(delivery.meta(), delivery.body()).unwrap();
+                assert!(!events.is_empty(), "{}", provider.name());
+                if let Some(kind) = event_type {
+                    assert_eq!(events[0].provider_type, kind, "{}", provider.name());
+                }
+                // A second example with another id is another event.
+                let other = provider.example(event_type, "ex-2", now);
+                assert_ne!(body, other, "{}", provider.name());
+            }
+            assert!(!provider.retry_schedule().is_empty(), "{}", provider.name());
+        }
     }
 
     #[test]

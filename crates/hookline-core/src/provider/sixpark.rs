@@ -3,8 +3,10 @@
 use super::fields::{Malformed, at, member_or_null, required_key, required_str};
 use super::{Forwarded, Provider, ProviderEvent, Refusal, Request};
 use crate::config::SourceSpec;
-use crate::signature::raw_body_sha256_hex;
-use serde_json::Value;
+use crate::signature::{Algorithm, raw_body_sha256_hex, sign_hex};
+use serde_json::{Value, json};
+use std::time::Duration;
+use time::OffsetDateTime;
 
 const SIGNATURE: &str = "x-sixpark-signature";
 
@@ -37,6 +39,44 @@ impl Provider for SixPark {
             occurred_at: None,
             data: member_or_null(body, "data"),
         }])
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        _: &str,
+        _: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        vec![(SIGNATURE, sign_hex(Algorithm::Sha256, key, body))]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, _: OffsetDateTime) -> String {
+        json!({
+            "data": {
+                "id": id,
+                "type": "webhook-event",
+                "attributes": {"even_type": event_type.unwrap_or("ACCOUNT_OPENED")},
+                "relationships": {
+                    "webhook": {"data": {"type": "webhook", "id": "75fe2702-114a-401c-8a5f-61d9fa15e0eb"}},
+                    "account": {"data": {"type": "account", "id": "f11b778a-3c83-43b5-a481-6b46e4d8aabb"}}
+                }
+            }
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // "up to 5 retries using an exponential backoff strategy"; the intervals are not
+        // documented: assumed 10 s doubling.
+        const SCHEDULE: [Duration; 5] = [
+            Duration::from_secs(10),
+            Duration::from_secs(20),
+            Duration::from_secs(40),
+            Duration::from_secs(80),
+            Duration::from_secs(160),
+        ];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {

@@ -6,10 +6,13 @@ use super::fields::{member_or_null, optional_str, required_str};
 use super::{Forwarded, Malformed, Provider, ProviderEvent, Refusal, Request};
 use crate::config::SourceSpec;
 use crate::signature::decode_base64;
+use crate::timestamp::format_timestamp;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Sha256;
+use std::time::Duration;
+use time::OffsetDateTime;
 
 const ID: &str = "webhook-id";
 const TIMESTAMP: &str = "webhook-timestamp";
@@ -99,6 +102,52 @@ impl Provider for StandardWebhooks {
             occurred_at: optional_str(body, "timestamp"),
             data: member_or_null(body, "data"),
         }])
+    }
+
+    fn sign(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Vec<(&'static str, String)> {
+        let timestamp = now.unix_timestamp().to_string();
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+        for part in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
+            mac.update(part);
+        }
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        vec![
+            (ID, id.to_owned()),
+            (TIMESTAMP, timestamp),
+            (SIGNATURE, format!("v1,{signature}")),
+        ]
+    }
+
+    fn example(&self, event_type: Option<&str>, id: &str, now: OffsetDateTime) -> String {
+        json!({
+            "type": event_type.unwrap_or("invoice.paid"),
+            "timestamp": format_timestamp(now),
+            "data": {"id": format!("in_{id}"), "amount_paid": 2000, "currency": "eur", "customer": {"id": "cus_1"}}
+        })
+        .to_string()
+    }
+
+    fn retry_schedule(&self) -> &'static [Duration] {
+        // The specification's example schedule (after the immediate first attempt).
+        const SCHEDULE: [Duration; 9] = [
+            Duration::from_secs(5),
+            Duration::from_secs(5 * 60),
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(5 * 3600),
+            Duration::from_secs(10 * 3600),
+            Duration::from_secs(14 * 3600),
+            Duration::from_secs(20 * 3600),
+            Duration::from_secs(24 * 3600),
+        ];
+        &SCHEDULE
     }
 
     fn type_separator(&self) -> Option<char> {
