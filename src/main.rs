@@ -53,6 +53,9 @@ enum Command {
     /// Lists, shows, replays or purges the dead letters.
     #[command(subcommand)]
     Dlq(tools::DlqCommand),
+    /// Drains spools left behind by ingress replicas that are gone.
+    #[command(subcommand)]
+    Spool(tools::SpoolCommand),
 }
 
 /// The daemons, which `serve` runs (the tools have their own entry points).
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         (None, Command::Send(args)) => return runtime.block_on(tools::send(config, args)),
         (None, Command::Tail(args)) => return runtime.block_on(tools::tail(config, args)),
         (None, Command::Dlq(command)) => return runtime.block_on(tools::dlq(config, command)),
+        (None, Command::Spool(command)) => return runtime.block_on(tools::spool(config, command)),
         (None, _) => unreachable!("every command is a daemon or a tool"),
     };
     match runtime.block_on(serve(daemon, config)) {

@@ -3,6 +3,7 @@
 
 use clap::{Args, Subcommand};
 use hookline_core::Config;
+use hookline_ingress::spool::orphans::Drained;
 use hookline_tools::{dlq, send, tail};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +95,41 @@ pub(crate) enum DlqCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `hookline spool ...`.
+#[derive(Subcommand, Clone)]
+pub(crate) enum SpoolCommand {
+    /// Publishes every spool under storage.dir that no running ingress holds, then removes it.
+    Drain,
+}
+
+/// Runs `spool drain`: exit 0 when every spool nobody holds was emptied.
+pub(crate) async fn spool(config: Config, command: SpoolCommand) -> ExitCode {
+    let SpoolCommand::Drain = command;
+    match hookline_ingress::drain_spools(&config).await {
+        Ok(spools) => {
+            if spools.is_empty() {
+                println!("no spool under {}", config.storage.spool_root().display());
+            }
+            for (dir, drained) in spools {
+                match drained {
+                    Drained::Emptied { records } => {
+                        println!(
+                            "{}: {records} deliveries published, spool removed",
+                            dir.display()
+                        );
+                    }
+                    Drained::InUse => println!(
+                        "{}: held by a running ingress, which drains it itself",
+                        dir.display()
+                    ),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed("spool drain", &e.into()),
+    }
 }
 
 /// Runs `send`: exit 0 when every delivery got a 200, else 1.

@@ -4,7 +4,7 @@
 
 use crate::error::PublishError;
 use crate::session::Session;
-use crate::topology::Topology;
+use crate::topology::{Topology, TopologyError};
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
 use futures_util::StreamExt;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Heartbeat used when the URL sets none: a dead peer is noticed within two intervals.
 const DEFAULT_HEARTBEAT_SECS: u16 = 5;
@@ -26,8 +26,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a [`Broker`] connects to and how.
 #[derive(Clone)]
 pub struct BrokerOptions {
-    /// AMQP URI, validated by the config (`heartbeat` is added when absent).
-    pub uri: AMQPUri,
+    /// The nodes, validated by the config, tried in turn on every (re)connect (`heartbeat`
+    /// is added when a URI sets none).
+    pub uris: Vec<AMQPUri>,
     /// `ingress` or `worker`: names the connection in RabbitMQ and in logs.
     pub role: &'static str,
     /// Confirm channels to publish on.
@@ -61,7 +62,12 @@ struct Inner {
 impl Broker {
     /// Starts supervising in the background.
     pub fn start(options: BrokerOptions, shutdown: CancellationToken) -> Broker {
-        let uri = with_default_heartbeat(options.uri.clone());
+        let uris: Vec<AMQPUri> = options
+            .uris
+            .iter()
+            .cloned()
+            .map(with_default_heartbeat)
+            .collect();
         let broker = Broker {
             inner: Arc::new(Inner {
                 state: watch::Sender::new(None),
@@ -71,7 +77,7 @@ impl Broker {
                 task: std::sync::Mutex::new(None),
             }),
         };
-        let task = tokio::spawn(supervise(broker.inner.clone(), options, uri));
+        let task = tokio::spawn(supervise(broker.inner.clone(), options, uris));
         *broker.inner.task.lock().expect("task lock") = Some(task);
         broker
     }
@@ -154,31 +160,48 @@ fn reconnect_policy() -> ExponentialBackoff {
         .build()
 }
 
-async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uri: AMQPUri) {
+async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uris: Vec<AMQPUri>) {
     let role = options.role;
     let name = format!("hookline-{role}");
     let mut policy = reconnect_policy();
     let mut failing = false;
+    let mut mismatch_reported = false;
+    // The node to try next: a lost or failed node hands over to the next one in the list.
+    let mut next = 0usize;
     loop {
+        let uri = uris[next % uris.len()].clone();
+        let node = format!("{}:{}", uri.authority.host, uri.authority.port);
         let attempt = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
             attempt = tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                Session::open(uri.clone(), &name, options.channels, &options.topology),
+                Session::open(uri, &name, options.channels, &options.topology),
             ) => attempt,
         };
         let session = match attempt {
             Ok(Ok(session)) => session,
             failure => {
-                let error = match failure {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
-                };
-                if !failing {
-                    warn!(role, %error, "Cannot connect to RabbitMQ; retrying with backoff.");
-                    failing = true;
-                } else {
-                    debug!(role, %error, "RabbitMQ still unreachable.");
+                next = next.wrapping_add(1);
+                match failure {
+                    Ok(Err(error @ TopologyError::Mismatch { .. })) => {
+                        // An operator must act; once per streak, and at ERROR.
+                        if !mismatch_reported {
+                            error!(role, %node, %error, "RabbitMQ topology does not match the config.");
+                            mismatch_reported = true;
+                        }
+                    }
+                    failure => {
+                        let error = match failure {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {CONNECT_TIMEOUT:?}"),
+                        };
+                        if !failing {
+                            warn!(role, %node, %error, "Cannot connect to RabbitMQ; retrying with backoff.");
+                            failing = true;
+                        } else {
+                            debug!(role, %node, %error, "RabbitMQ still unreachable.");
+                        }
+                    }
                 }
                 let wait = policy.next_backoff().unwrap_or(Duration::from_secs(3));
                 tokio::select! {
@@ -189,7 +212,8 @@ async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uri: AMQPUri) {
         };
         policy.reset();
         failing = false;
-        info!(role, "Connected to RabbitMQ; topology declared.");
+        mismatch_reported = false;
+        info!(role, %node, "Connected to RabbitMQ; topology declared.");
         metrics::gauge!("hookline_amqp_connected", "role" => role).set(1.0);
         let mut events = session.connection().events_listener();
         inner.blocked.store(false, Ordering::Relaxed);
@@ -231,6 +255,8 @@ async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uri: AMQPUri) {
         if stop {
             break;
         }
+        // A node that dropped us is the last one to try again.
+        next = next.wrapping_add(1);
         metrics::counter!("hookline_amqp_reconnects_total", "role" => role).increment(1);
     }
     inner.state.send_replace(None);

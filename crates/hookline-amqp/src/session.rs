@@ -2,7 +2,7 @@
 //! flight on each channel at once, so no caller waits behind another's confirm.
 
 use crate::error::PublishError;
-use crate::topology::Topology;
+use crate::topology::{Topology, TopologyError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::uri::AMQPUri;
 use lapin::{
@@ -40,7 +40,7 @@ impl Session {
         name: &str,
         pool: usize,
         topology: &Topology,
-    ) -> lapin::Result<Session> {
+    ) -> Result<Session, TopologyError> {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect_uri(uri, properties).await?;
         let setup = connection.create_channel().await?;

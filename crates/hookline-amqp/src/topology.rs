@@ -1,23 +1,74 @@
-//! The queues and exchanges of CONTRACT section 5, declared idempotently at every connect.
+//! The queues and exchanges of CONTRACT section 5, declared idempotently at every connect,
+//! with the arguments the config asks for (quorum queues, a single active consumer, the
+//! processed-id stream). A queue declared earlier with other arguments is named with the
+//! way to migrate, never left as a bare PRECONDITION_FAILED.
 
+use hookline_core::Config;
 use hookline_core::Subscription;
+use hookline_core::config::QueueType;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, ExchangeKind};
 
-/// Names derived from `amqp.prefix`, plus the subscription queues.
+/// Attempts a quorum queue allows beyond `worker.max_attempts` before the broker itself
+/// dead-letters a delivery: only a backstop (e.g. for a worker that dies on a delivery
+/// before it can count the attempt); hookline's own counting acts first.
+const DELIVERY_LIMIT_MARGIN: u32 = 5;
+
+/// Names derived from `amqp.prefix`, the subscription queues, and how queues are declared.
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
     subscriptions: Vec<Subscription>,
+    queue_type: QueueType,
+    failover: bool,
+    max_attempts: u32,
+    retention_days: u32,
+}
+
+/// Why the topology could not be declared.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A queue exists with other arguments than this config needs; the text says how to
+    /// migrate.
+    #[error(
+        "{queue} exists with other arguments than this config needs ({wanted}); a queue's arguments cannot change once declared. To migrate: {how}"
+    )]
+    Mismatch {
+        /// The queue.
+        queue: String,
+        /// The arguments this config declares it with.
+        wanted: String,
+        /// The steps to take.
+        how: String,
+    },
+    /// The broker refused or the connection failed.
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
 }
 
 impl Topology {
-    /// Topology for `prefix` with the configured subscriptions.
+    /// Classic queues, no failover: what tools and tests declare.
     pub fn new(prefix: &str, subscriptions: Vec<Subscription>) -> Self {
         Self {
             prefix: prefix.to_owned(),
             subscriptions,
+            queue_type: QueueType::Classic,
+            failover: false,
+            max_attempts: 5,
+            retention_days: 7,
+        }
+    }
+
+    /// The topology `config` describes.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            prefix: config.amqp.prefix.clone(),
+            subscriptions: config.subscriptions.clone(),
+            queue_type: config.amqp.queue_type,
+            failover: config.amqp.failover,
+            max_attempts: config.worker.max_attempts,
+            retention_days: config.worker.retention_days,
         }
     }
 
@@ -48,22 +99,28 @@ impl Topology {
         format!("{}.observe", self.prefix)
     }
 
+    /// `<prefix>.processed`: the stream of processed event ids every worker replica appends
+    /// to and tails (with `amqp.failover`).
+    pub fn processed_stream(&self) -> String {
+        format!("{}.processed", self.prefix)
+    }
+
+    /// Whether worker replicas share the work (single active consumer, shared history).
+    pub fn failover(&self) -> bool {
+        self.failover
+    }
+
     /// Declares everything; safe to repeat, and repeated after every reconnect.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
+    pub async fn declare(&self, channel: &Channel) -> Result<(), TopologyError> {
         let durable_exchange = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
         let none = FieldTable::default;
 
-        channel
-            .queue_declare(self.ingress_queue().into(), durable, none())
+        let ingress_args = self.ingress_arguments();
+        self.queue(channel, &self.ingress_queue(), ingress_args)
             .await?;
-
         for name in [self.unrouted(), self.dead()] {
             channel
                 .exchange_declare(
@@ -73,9 +130,7 @@ impl Topology {
                     none(),
                 )
                 .await?;
-            channel
-                .queue_declare(name.clone().into(), durable, none())
-                .await?;
+            self.queue(channel, &name, self.replicated()).await?;
             channel
                 .queue_bind(
                     name.clone().into(),
@@ -100,7 +155,6 @@ impl Topology {
                 events_args,
             )
             .await?;
-
         channel
             .exchange_declare(
                 self.observe_exchange().into(),
@@ -111,9 +165,7 @@ impl Topology {
             .await?;
 
         for sub in &self.subscriptions {
-            channel
-                .queue_declare(sub.queue.clone().into(), durable, none())
-                .await?;
+            self.queue(channel, &sub.queue, self.replicated()).await?;
             for pattern in &sub.patterns {
                 channel
                     .queue_bind(
@@ -126,6 +178,147 @@ impl Topology {
                     .await?;
             }
         }
+
+        if self.failover {
+            let mut stream = FieldTable::default();
+            stream.insert("x-queue-type".into(), text("stream"));
+            stream.insert(
+                "x-max-age".into(),
+                text(&format!("{}D", self.retention_days)),
+            );
+            self.queue(channel, &self.processed_stream(), stream)
+                .await?;
+        }
         Ok(())
+    }
+
+    /// Declares a durable queue; a mismatch with an existing one becomes
+    /// [`TopologyError::Mismatch`] with the way out.
+    async fn queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        arguments: FieldTable,
+    ) -> Result<(), TopologyError> {
+        let wanted = describe(&arguments);
+        let declared = channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await;
+        match declared {
+            Ok(_) => Ok(()),
+            Err(error) if error.to_string().contains("PRECONDITION_FAILED") => {
+                Err(TopologyError::Mismatch {
+                    queue: name.to_owned(),
+                    wanted,
+                    how: self.migration(name),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn migration(&self, queue: &str) -> String {
+        if queue == self.ingress_queue() {
+            format!(
+                "keep the ingress running (it spools while it cannot publish) or stop it, let the worker drain {queue} (or run an older config's worker) until it is empty, delete it (`rabbitmqctl delete_queue {queue}`), then restart hookline, which declares it anew"
+            )
+        } else {
+            format!(
+                "move its messages elsewhere first if they matter (e.g. with a shovel), delete it (`rabbitmqctl delete_queue {queue}`), then restart hookline, which declares it anew"
+            )
+        }
+    }
+
+    /// `<prefix>.ingress`'s arguments: quorum with a backstop delivery limit, and a single
+    /// active consumer with failover.
+    fn ingress_arguments(&self) -> FieldTable {
+        let mut args = self.replicated();
+        if self.queue_type == QueueType::Quorum {
+            let limit = self.max_attempts.saturating_add(DELIVERY_LIMIT_MARGIN);
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::try_from(limit).unwrap_or(i32::MAX)),
+            );
+            args.insert("x-dead-letter-exchange".into(), text(&self.dead()));
+        }
+        if self.failover {
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        args
+    }
+
+    /// `x-queue-type = quorum` with `amqp.queue_type = "quorum"`, else nothing.
+    fn replicated(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), text("quorum"));
+        }
+        args
+    }
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.as_bytes().to_vec().into())
+}
+
+/// `key = value, ...` of a queue's arguments, for messages.
+fn describe(arguments: &FieldTable) -> String {
+    if arguments.inner().is_empty() {
+        return "no arguments (a classic queue)".into();
+    }
+    arguments
+        .inner()
+        .iter()
+        .map(|(key, value): (&ShortString, &AMQPValue)| {
+            let value = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::Boolean(b) => b.to_string(),
+                AMQPValue::LongInt(n) => n.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{key} = {value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_follow_the_config() {
+        let classic = Topology::new("p", Vec::new());
+        assert!(classic.ingress_arguments().inner().is_empty());
+        assert_eq!(
+            describe(&classic.ingress_arguments()),
+            "no arguments (a classic queue)"
+        );
+        let ha = Topology {
+            queue_type: QueueType::Quorum,
+            failover: true,
+            ..classic
+        };
+        let text = describe(&ha.ingress_arguments());
+        for part in [
+            "x-queue-type = quorum",
+            "x-delivery-limit = 10",
+            "x-dead-letter-exchange = p.dead",
+            "x-single-active-consumer = true",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert_eq!(describe(&ha.replicated()), "x-queue-type = quorum");
+        assert!(
+            ha.migration("p.ingress")
+                .contains("rabbitmqctl delete_queue p.ingress")
+        );
     }
 }

@@ -79,21 +79,34 @@ impl IngressConfig {
     }
 }
 
+/// The broker used when neither `amqp.url` nor `amqp.urls` is set.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 /// `[amqp]`: where RabbitMQ is and how hookline names things there.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
-    /// AMQP URI; it may carry a password, so `Debug` hides it.
-    pub url: String,
+    /// AMQP URI of one node; it may carry a password, so `Debug` hides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Several nodes of one cluster, tried in turn on (re)connect (instead of `url`).
+    pub urls: Vec<String>,
     /// Prefix of every queue and exchange name.
     pub prefix: String,
+    /// Kind of the queues hookline declares (ingress, dead letters, unrouted, subscriptions).
+    pub queue_type: QueueType,
+    /// Worker replicas: one consumes at a time, the processed ids are shared on a stream.
+    pub failover: bool,
 }
 
 impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            url: None,
+            urls: Vec::new(),
             prefix: "hookline".into(),
+            queue_type: QueueType::Classic,
+            failover: false,
         }
     }
 }
@@ -101,10 +114,23 @@ impl Default for AmqpConfig {
 impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
-            .field("url", &"[redacted]")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("urls", &format!("[{} redacted]", self.urls.len()))
             .field("prefix", &self.prefix)
+            .field("queue_type", &self.queue_type)
+            .field("failover", &self.failover)
             .finish()
     }
+}
+
+/// `amqp.queue_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Classic queues on one node.
+    Classic,
+    /// Quorum queues, replicated across the cluster (Raft).
+    Quorum,
 }
 
 /// `[storage]`: local state.
@@ -113,23 +139,40 @@ impl fmt::Debug for AmqpConfig {
 pub struct StorageConfig {
     /// Holds `spool/` (ingress) and `processed/` (worker).
     pub dir: PathBuf,
+    /// This process's name among replicas sharing `dir` (empty: the host's name); each
+    /// ingress spools to `spool/<instance>/`.
+    pub instance: String,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { dir: "data".into() }
+        Self {
+            dir: "data".into(),
+            instance: String::new(),
+        }
     }
 }
 
 impl StorageConfig {
-    /// Where the ingress spools deliveries the broker could not take.
-    pub fn spool_dir(&self) -> PathBuf {
+    /// The directory holding every ingress instance's spool (one subdirectory each).
+    pub fn spool_root(&self) -> PathBuf {
         self.dir.join("spool")
     }
 
-    /// Where the worker keeps processed event ids.
-    pub fn processed_dir(&self) -> PathBuf {
-        self.dir.join("processed")
+    /// Where the ingress instance `instance` spools deliveries the broker could not take.
+    pub fn spool_dir(&self, instance: &str) -> PathBuf {
+        self.spool_root().join(instance)
+    }
+
+    /// Where the worker keeps processed event ids. With failover each replica keeps its own
+    /// copy of the shared history (`processed/<instance>`); without, one store that survives
+    /// a renamed host.
+    pub fn processed_dir(&self, failover: bool, instance: &str) -> PathBuf {
+        if failover {
+            self.dir.join("processed").join(instance)
+        } else {
+            self.dir.join("processed")
+        }
     }
 }
 
@@ -350,6 +393,35 @@ impl Config {
         validate(raw, path, &|name| std::env::var(name).ok())
     }
 
+    /// This process's instance name: `storage.instance`, else the host's name (on Linux, the
+    /// kernel's hostname, which is the container id under Docker), with characters that
+    /// cannot name a directory replaced; `default` when there is no name at all.
+    pub fn instance(&self) -> String {
+        if !self.storage.instance.is_empty() {
+            return self.storage.instance.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let name: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if is_instance_name(&name) {
+            name
+        } else {
+            "default".into()
+        }
+    }
+
     /// Looks a source up by name.
     pub fn source(&self, name: &str) -> Option<&SourceSpec> {
         self.sources.iter().find(|s| s.name == name)
@@ -428,13 +500,38 @@ fn validate(
     if raw.amqp.prefix.is_empty() {
         problem("amqp.prefix".into(), "must not be empty".into());
     }
-    let amqp_uris = match amqp_url(&raw.amqp.url) {
-        Ok(uri) => vec![uri],
-        Err(message) => {
-            problem("amqp.url".into(), message);
+    let mut amqp_uris = Vec::new();
+    let urls: Vec<(String, &str)> = match (&raw.amqp.url, raw.amqp.urls.as_slice()) {
+        (Some(_), [_, ..]) => {
+            problem(
+                "amqp".into(),
+                "set either `url` (one node) or `urls` (several nodes), not both".into(),
+            );
             Vec::new()
         }
+        (Some(url), []) => vec![("amqp.url".into(), url.as_str())],
+        (None, []) => vec![("amqp.url".into(), DEFAULT_AMQP_URL)],
+        (None, urls) => urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| (format!("amqp.urls[{i}]"), url.as_str()))
+            .collect(),
     };
+    for (key, url) in urls {
+        match amqp_url(url) {
+            Ok(uri) => amqp_uris.push(uri),
+            Err(message) => problem(key, message),
+        }
+    }
+    if !raw.storage.instance.is_empty() && !is_instance_name(&raw.storage.instance) {
+        problem(
+            "storage.instance".into(),
+            format!(
+                "{:?} must match [A-Za-z0-9._-]+ (it names a directory)",
+                raw.storage.instance
+            ),
+        );
+    }
     if raw.worker.prefetch == 0 {
         problem("worker.prefetch".into(), "must be at least 1".into());
     }
@@ -583,6 +680,16 @@ pub fn amqp_url(url: &str) -> Result<AmqpUri, String> {
         .map_err(|e: String| format!("not a valid AMQP URL: {}", e.replace(url, "<url>")))
 }
 
+/// Whether `name` can name an instance's directory: no separators, no dot-dot tricks.
+pub fn is_instance_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 fn is_source_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -626,7 +733,9 @@ mod tests {
             assert_eq!(config.ingress.listen.to_string(), "0.0.0.0:8080");
             assert_eq!(config.ingress.max_body_bytes, 262_144);
             assert_eq!(config.ingress.ack_deadline_ms, 800);
-            assert_eq!(config.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+            assert_eq!(config.amqp.url, None);
+            assert_eq!(config.amqp_uris.len(), 1);
+            assert_eq!(config.amqp_uris[0], amqp_url(DEFAULT_AMQP_URL).unwrap());
             assert_eq!(config.amqp.prefix, "hookline");
             assert_eq!(config.storage.dir, PathBuf::from("data"));
             assert_eq!(config.worker.prefetch, 256);
@@ -646,7 +755,14 @@ mod tests {
             let shipped = include_str!("../../../config/hookline.toml");
             let config = load(jail, shipped).unwrap();
             assert_eq!(config.ingress, IngressConfig::default());
-            assert_eq!(config.amqp, AmqpConfig::default());
+            // The file spells out the default URL; the code leaves `url` unset for it.
+            assert_eq!(
+                config.amqp,
+                AmqpConfig {
+                    url: Some(DEFAULT_AMQP_URL.into()),
+                    ..AmqpConfig::default()
+                }
+            );
             assert_eq!(config.storage, StorageConfig::default());
             assert_eq!(config.worker, WorkerConfig::default());
             assert_eq!(config.sources.len(), 6, "one example source per provider");
@@ -730,7 +846,10 @@ mod tests {
                 ),
             )
             .unwrap();
-            assert_eq!(config.amqp.url, "amqp://u:p@broker:5672/%2f");
+            assert_eq!(
+                config.amqp.url.as_deref(),
+                Some("amqp://u:p@broker:5672/%2f")
+            );
             assert_eq!(config.amqp.prefix, "hl");
             assert_eq!(config.worker.prefetch, 32);
             assert_eq!(config.ingress.listen.to_string(), "127.0.0.1:9000");

@@ -36,12 +36,98 @@ const SPOOL_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How often `hookline_ingress_ready` is brought up to date.
 const READY_GAUGE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a replica waits for its own spool while another process holds it (a peer
+/// that took it for a spool left behind finishes draining it first).
+const OWN_SPOOL_WAIT: Duration = Duration::from_secs(20);
+
 /// Why the ingress could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     /// The spool could not be opened.
     #[error("cannot open the spool: {0}")]
     Spool(#[from] StorageError),
+    /// Another running process holds this instance's spool.
+    #[error(
+        "spool {} is held by another running process: is a second ingress using the same storage.dir with the same storage.instance (host name)?",
+        .0.display()
+    )]
+    SpoolInUse(std::path::PathBuf),
+}
+
+/// Opens this instance's spool, waiting while a peer drains what an earlier process of the
+/// same name left there.
+async fn open_own_spool(dir: &std::path::Path) -> Result<spool::Spool, IngressError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let path = dir.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || spool::Spool::open(&path))
+            .await
+            .expect("opening the spool does not panic");
+        match opened {
+            Ok(spool) => return Ok(spool),
+            Err(error) if error.failure == hookline_core::storage::Failure::Locked => {
+                if started.elapsed() >= OWN_SPOOL_WAIT {
+                    return Err(IngressError::SpoolInUse(dir.to_path_buf()));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// `hookline spool drain`: publishes every spool under `storage.dir` that no running
+/// process holds (those a running ingress holds, it drains itself), and removes them.
+pub async fn drain_spools(
+    config: &Config,
+) -> Result<Vec<(std::path::PathBuf, spool::orphans::Drained)>, DrainSpoolsError> {
+    let stop = CancellationToken::new();
+    let topology = Topology::from_config(config);
+    let broker = Broker::start(
+        BrokerOptions {
+            uris: config.amqp_uris.iter().map(|u| u.0.clone()).collect(),
+            role: "spool-drain",
+            channels: 1,
+            topology: topology.clone(),
+        },
+        stop.clone(),
+    );
+    let connected = tokio::time::timeout(Duration::from_secs(30), broker.connected()).await;
+    let outcome = match connected {
+        Ok(Some(_)) => {
+            let mut drained = Vec::new();
+            for dir in spool::orphans::find(&config.storage.spool_root(), None) {
+                let result = spool::orphans::drain_one(&dir, &broker, &topology.ingress_queue())
+                    .await
+                    .map_err(|e| DrainSpoolsError::Drain {
+                        dir: dir.clone(),
+                        reason: e.to_string(),
+                    })?;
+                drained.push((dir, result));
+            }
+            Ok(drained)
+        }
+        _ => Err(DrainSpoolsError::NoBroker),
+    };
+    stop.cancel();
+    broker.stopped().await;
+    outcome
+}
+
+/// Why `hookline spool drain` could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainSpoolsError {
+    /// The broker did not answer.
+    #[error("cannot connect to RabbitMQ within 30 s (amqp.url / amqp.urls)")]
+    NoBroker,
+    /// A spool could not be drained.
+    #[error("spool {}: {reason}", .dir.display())]
+    Drain {
+        /// The spool's directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Runs the ingress on `listener` until `shutdown`, then finishes open requests, stops the
@@ -52,16 +138,15 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
-    let dir = config.storage.spool_dir();
-    let spool = tokio::task::spawn_blocking(move || spool::Spool::open(&dir))
-        .await
-        .expect("opening the spool does not panic")?;
+    let instance = config.instance();
+    let own = config.storage.spool_dir(&instance);
+    let spool = open_own_spool(&own).await?;
     // The broker outlives the HTTP server so requests still in flight get their confirms.
     let broker_stop = CancellationToken::new();
-    let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
+    let topology = Topology::from_config(config);
     let broker = Broker::start(
         BrokerOptions {
-            uri: config.amqp_uris[0].0.clone(),
+            uris: config.amqp_uris.iter().map(|u| u.0.clone()).collect(),
             role: "ingress",
             channels: PUBLISH_CHANNELS,
             topology: topology.clone(),
@@ -76,6 +161,13 @@ pub async fn run(
         config.ingress.hedge_after(),
     );
     let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
+    let orphans = tokio::spawn(spool::orphans::run(
+        config.storage.spool_root(),
+        own.clone(),
+        broker.clone(),
+        topology.ingress_queue(),
+        broker_stop.clone(),
+    ));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
     telemetry::register(&config.sources);
     let readiness = {
@@ -104,6 +196,7 @@ pub async fn run(
     serve(listener, router(state), limits, shutdown.cancelled_owned()).await;
     broker_stop.cancel();
     let _ = drainer.await;
+    let _ = orphans.await;
     let _ = prober.await;
     let _ = readiness.await;
     broker.stopped().await;

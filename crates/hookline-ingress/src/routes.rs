@@ -230,7 +230,7 @@ mod tests {
         let broker = Broker::start(
             BrokerOptions {
                 // Port 9 (discard) on loopback: nothing answers AMQP there.
-                uri: "amqp://guest:guest@127.0.0.1:9/%2f".parse().unwrap(),
+                uris: vec!["amqp://guest:guest@127.0.0.1:9/%2f".parse().unwrap()],
                 role: "test",
                 channels: 1,
                 topology: Topology::new("routertest", vec![]),

@@ -94,7 +94,7 @@ pub struct DeadLetter {
 
 /// Runs `action` on the dead letters of `config`'s prefix.
 pub async fn run(config: &Config, action: Action, out: &mut dyn Write) -> Result<Outcome> {
-    let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
+    let topology = Topology::from_config(config);
     let connection = connect(config, "hookline-dlq").await?;
     let channel = connection.create_channel().await?;
     let letters = read_all(&channel, &topology.dead()).await?;

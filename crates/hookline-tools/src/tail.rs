@@ -32,7 +32,7 @@ pub async fn run(
     } else {
         patterns.to_vec()
     };
-    let topology = Topology::new(&config.amqp.prefix, Vec::new());
+    let topology = Topology::from_config(config);
     let connection = connect(config, "hookline-tail").await?;
     let channel = connection.create_channel().await?;
     // Declared here too, so a tail started before any worker still has somewhere to bind.

@@ -4,6 +4,7 @@
 //! in-flight deliveries finish.
 
 use crate::process::{Context, process};
+use crate::telemetry;
 use futures_util::StreamExt;
 use hookline_amqp::CLOSE_TIMEOUT;
 use hookline_amqp::lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -62,9 +63,15 @@ pub(crate) async fn consume(
         Err(error) => return Stopped::Lost(error.to_string()),
     };
     info!(queue = %queue, prefetch, "Worker consuming.");
+    if ctx.history.is_none() {
+        telemetry::consuming();
+    }
 
     // Deliveries being processed; messages beyond it wait, unstarted, in their tasks.
     let permits = Arc::new(Semaphore::new(usize::from(prefetch)));
+    // With failover, nothing is processed in this session before the shared history is
+    // caught up (RabbitMQ says nothing when a consumer becomes the active one).
+    let caught_up = Arc::new(tokio::sync::OnceCell::<()>::new());
     let mut tasks = JoinSet::new();
     let mut liveness = tokio::time::interval(LIVENESS_EVERY);
     let stopped = loop {
@@ -77,8 +84,23 @@ pub(crate) async fn consume(
                 Some(Ok(delivery)) => {
                     let entries = wire::decode(&received(&delivery.properties, &delivery.data));
                     let need = entries.as_ref().map_or(1, Vec::len).clamp(1, usize::from(prefetch));
-                    let (ctx, permits) = (ctx.clone(), permits.clone());
+                    let (ctx, permits, caught_up) = (ctx.clone(), permits.clone(), caught_up.clone());
                     tasks.spawn(async move {
+                        if let Some(history) = &ctx.history {
+                            let synced = caught_up
+                                .get_or_try_init(|| async {
+                                    let started = std::time::Instant::now();
+                                    history.catch_up(&ctx.session).await?;
+                                    telemetry::active(started.elapsed());
+                                    Ok::<_, crate::history::HistoryError>(())
+                                })
+                                .await;
+                            if let Err(error) = synced {
+                                warn!(%error, "Cannot catch up with the processed-id history; reconnecting.");
+                                ctx.broker.reconnect();
+                                return;
+                            }
+                        }
                         let Ok(_permits) = permits.acquire_many_owned(need as u32).await else {
                             return;
                         };

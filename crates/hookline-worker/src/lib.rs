@@ -5,6 +5,7 @@
 mod claims;
 mod consume;
 mod failures;
+mod history;
 mod metrics_server;
 mod process;
 pub mod processed;
@@ -14,6 +15,7 @@ mod telemetry;
 use claims::Claims;
 use consume::{Stopped, consume};
 use failures::Failures;
+use history::History;
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
 use hookline_core::storage::StorageError;
@@ -56,16 +58,18 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let dir = config.storage.processed_dir();
+    let dir = config
+        .storage
+        .processed_dir(config.amqp.failover, &config.instance());
     // Opening reads the store and may wait for a closing handle's lock: off the runtime.
     let store = tokio::task::spawn_blocking(move || ProcessedStore::open(&dir, STORE_CACHE_BYTES))
         .await
         .expect("opening the processed-id store does not panic")?;
     let broker_stop = CancellationToken::new();
-    let topology = Topology::new(&config.amqp.prefix, config.subscriptions.clone());
+    let topology = Topology::from_config(config);
     let broker = Broker::start(
         BrokerOptions {
-            uri: config.amqp_uris[0].0.clone(),
+            uris: config.amqp_uris.iter().map(|u| u.0.clone()).collect(),
             role: "worker",
             channels: PUBLISH_CHANNELS,
             topology: topology.clone(),
@@ -90,10 +94,18 @@ pub async fn run(
     let claims = Claims::default();
     let recorder = Recorder::start(store.clone())?;
     let failures = Failures::default();
+    let history = topology
+        .failover()
+        .then(|| History::new(&topology, broker.clone(), store.clone()));
     while let Some(session) = tokio::select! {
         _ = shutdown.cancelled() => None,
         session = broker.connected() => session,
     } {
+        // Every replica, active or standing by, keeps its store up to date from the stream.
+        let tail = history.clone().map(|history| {
+            let session = session.clone();
+            tokio::spawn(async move { history.tail(session).await })
+        });
         let ctx = Arc::new(Context {
             broker: broker.clone(),
             session,
@@ -103,8 +115,14 @@ pub async fn run(
             failures: failures.clone(),
             topology: topology.clone(),
             max_attempts: config.worker.max_attempts,
+            history: history.clone(),
         });
-        match consume(ctx, config.worker.prefetch, &shutdown).await {
+        let stopped = consume(ctx, config.worker.prefetch, &shutdown).await;
+        telemetry::inactive();
+        if let Some(tail) = tail {
+            tail.abort();
+        }
+        match stopped {
             Stopped::Shutdown => break,
             Stopped::Lost(reason) => {
                 warn!(%reason, "Worker lost its consumer; resuming after reconnect.");

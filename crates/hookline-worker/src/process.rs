@@ -12,6 +12,7 @@
 
 use crate::claims::Claims;
 use crate::failures::Failures;
+use crate::history::{History, HistoryError};
 use crate::processed::ProcessedStore;
 use crate::recorder::Recorder;
 use crate::telemetry::{self, Outcome};
@@ -46,6 +47,8 @@ pub(crate) struct Context {
     pub(crate) failures: Failures,
     pub(crate) topology: Topology,
     pub(crate) max_attempts: u32,
+    /// The shared processed-id history, with `amqp.failover`.
+    pub(crate) history: Option<History>,
 }
 
 /// Why processing a delivery failed.
@@ -63,6 +66,9 @@ pub(crate) enum ProcessError {
     /// The processed-id store failed.
     #[error(transparent)]
     Store(#[from] StorageError),
+    /// The shared processed-id history failed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
 }
 
 /// What to do about a failure.
@@ -85,6 +91,10 @@ impl ProcessError {
             ) => Disposition::Lost,
             ProcessError::Publish(PublishError::Nacked | PublishError::Returned(_))
             | ProcessError::Store(_) => Disposition::Retry,
+            ProcessError::History(HistoryError::Publish(
+                PublishError::NotConnected | PublishError::Amqp(_) | PublishError::Timeout(_),
+            )) => Disposition::Lost,
+            ProcessError::History(_) => Disposition::Retry,
         }
     }
 }
@@ -291,7 +301,12 @@ async fn publish_new(
         }
     }
     if !published.is_empty() {
-        let ids = published.iter().map(|(e, _)| e.id.clone()).collect();
+        let ids: Vec<String> = published.iter().map(|(e, _)| e.id.clone()).collect();
+        // With failover, the shared history first: a replica taking over must know these
+        // ids even if this one dies before its own store has them.
+        if let Some(history) = &ctx.history {
+            history.append(ids.clone()).await?;
+        }
         ctx.recorder.record(ids).await?;
         let observe = ctx.topology.observe_exchange();
         for (envelope, body) in published {

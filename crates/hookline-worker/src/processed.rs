@@ -22,6 +22,9 @@ use tracing::{info, warn};
 
 const IDS_TREE: &str = "ids";
 const BY_TIME_TREE: &str = "by_time";
+const META_TREE: &str = "meta";
+/// The offset of the last `<prefix>.processed` stream message applied (failover).
+const STREAM_OFFSET: &[u8] = b"stream_offset";
 const STAMP_LEN: usize = 8;
 
 // sled asserts on a cache below 256 bytes; a floor of 1 MiB also keeps a misconfigured
@@ -64,6 +67,7 @@ struct Inner {
     db: sled::Db,
     ids: sled::Tree,
     by_time: sled::Tree,
+    meta: sled::Tree,
     // sled's `Tree::len` walks the whole tree; a counter keeps `len` and the gauge O(1).
     len: AtomicUsize,
 }
@@ -85,6 +89,9 @@ impl ProcessedStore {
         let by_time = db
             .open_tree(BY_TIME_TREE)
             .map_err(sled_err("open by_time tree"))?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(sled_err("open meta tree"))?;
         // One walk at startup buys an exact count for the life of the process.
         let mut len = 0;
         for key in ids.iter().keys() {
@@ -99,6 +106,7 @@ impl ProcessedStore {
                 db,
                 ids,
                 by_time,
+                meta,
                 len: AtomicUsize::new(len),
             }),
         })
@@ -150,6 +158,33 @@ impl ProcessedStore {
         let len = self.inner.len.fetch_add(added, Ordering::Relaxed) + added;
         metrics::gauge!(IDS_GAUGE).set(len as f64);
         Ok(())
+    }
+
+    /// Records ids read from the shared history at stream offset `offset`, then remembers
+    /// the offset. A crash between the two re-reads from an earlier offset on restart,
+    /// which records the same ids again: harmless.
+    pub fn record_from_stream(
+        &self,
+        ids: &[&str],
+        at: SystemTime,
+        offset: i64,
+    ) -> Result<(), StorageError> {
+        self.record(ids, at)?;
+        self.inner
+            .meta
+            .insert(STREAM_OFFSET, &offset.to_be_bytes()[..])
+            .map_err(|source| self.error("remember the stream offset", source))?;
+        Ok(())
+    }
+
+    /// The offset of the last shared-history message applied, if any.
+    pub fn stream_offset(&self) -> Result<Option<i64>, StorageError> {
+        let value = self
+            .inner
+            .meta
+            .get(STREAM_OFFSET)
+            .map_err(|source| self.error("read the stream offset", source))?;
+        Ok(value.and_then(|v| Some(i64::from_be_bytes(v.as_ref().try_into().ok()?))))
     }
 
     /// Writes recorded ids to the file; once this returns they survive a kill -9.

@@ -73,6 +73,7 @@ pub(crate) fn register(sources: &[SourceSpec]) {
     for outcome in ["acked", "retried", "dead_lettered"] {
         metrics::counter!("hookline_worker_deliveries_total", "outcome" => outcome).absolute(0);
     }
+    metrics::gauge!("hookline_worker_active").set(0.0);
 }
 
 /// A delivery went to `<prefix>.dead`: an operator should look at it.
@@ -100,4 +101,25 @@ pub(crate) fn retrying(delivery_id: &str, attempts: u32, reason: &str) {
 /// A delivery was fully processed and acked.
 pub(crate) fn acked() {
     metrics::counter!("hookline_worker_deliveries_total", "outcome" => "acked").increment(1);
+}
+
+/// This replica received its first delivery of a session (with failover: it is the active
+/// one) and caught up with the shared history in `took`.
+pub(crate) fn active(took: std::time::Duration) {
+    info!(
+        catch_up_ms = took.as_millis() as u64,
+        "Active worker: caught up with the processed-id history; processing."
+    );
+    metrics::gauge!("hookline_worker_active").set(1.0);
+    metrics::counter!("hookline_worker_takeovers_total").increment(1);
+}
+
+/// Consuming started without failover: this worker is the one that processes.
+pub(crate) fn consuming() {
+    metrics::gauge!("hookline_worker_active").set(1.0);
+}
+
+/// This replica's consuming session ended.
+pub(crate) fn inactive() {
+    metrics::gauge!("hookline_worker_active").set(0.0);
 }

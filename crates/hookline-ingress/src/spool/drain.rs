@@ -4,7 +4,9 @@
 
 use crate::durable::Durable;
 use crate::publisher::{MAX_BATCH, MAX_BATCH_BYTES};
+use crate::spool::Spool;
 use crate::telemetry;
+use hookline_amqp::Broker;
 use hookline_amqp::PublishError;
 use hookline_amqp::message::properties;
 use hookline_core::storage::{Failure, StorageError};
@@ -36,8 +38,14 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
             _ = tokio::time::sleep(pause) => {}
         }
         while !shutdown.is_cancelled() && durable.broker().is_ready() {
-            match drain_round(&durable).await {
-                Ok(0) => {
+            let target = Target {
+                spool: durable.spool(),
+                broker: durable.broker(),
+                queue: durable.queue(),
+                skip: &|seq| durable.is_hedged(seq),
+            };
+            match drain_round(&target).await {
+                Ok(Round { drained: 0, .. }) => {
                     // Nothing (or only hedged records) left: the broker keeps up.
                     durable
                         .mode()
@@ -45,7 +53,10 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
                     pause = IDLE;
                     break;
                 }
-                Ok(_) => pause = IDLE,
+                Ok(Round { latency, .. }) => {
+                    durable.mode().drained(latency, durable.spool().depth());
+                    pause = IDLE;
+                }
                 Err(DrainError::Spool(error)) => {
                     warn!(%error, "Cannot read the spool; retrying with backoff.");
                     pause = (pause * 2).min(MAX_PAUSE);
@@ -66,9 +77,30 @@ pub(crate) async fn run(durable: Durable, shutdown: CancellationToken) {
     }
 }
 
+/// A spool and where its records go.
+pub(crate) struct Target<'a> {
+    /// The spool to empty.
+    pub(crate) spool: &'a Spool,
+    /// The broker to publish on.
+    pub(crate) broker: &'a Broker,
+    /// `<prefix>.ingress`.
+    pub(crate) queue: &'a str,
+    /// Records to leave alone this round (hedges still waiting for their confirm).
+    pub(crate) skip: &'a (dyn Fn(u64) -> bool + Sync),
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Round {
+    /// Records published and removed.
+    pub(crate) drained: usize,
+    /// From the first send to the last confirm.
+    pub(crate) latency: Duration,
+}
+
 /// Why a drain round stopped early.
 #[derive(Debug, thiserror::Error)]
-enum DrainError {
+pub(crate) enum DrainError {
     /// The broker did not take a record.
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -77,9 +109,9 @@ enum DrainError {
     Spool(#[from] StorageError),
 }
 
-/// Publishes up to one batch; returns how many records were removed.
-async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
-    let spool = durable.spool();
+/// Publishes up to one round of records as batch messages; removes those confirmed.
+pub(crate) async fn drain_round(target: &Target<'_>) -> Result<Round, DrainError> {
+    let spool = target.spool;
     let records = match spool.oldest(ROUND).await {
         Ok(records) => records,
         Err(error) => {
@@ -88,7 +120,10 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
                 error!(seq, %error, "Dropping a corrupt spool record; it cannot be published.");
                 metrics::counter!("hookline_spool_corrupt_total").increment(1);
                 spool.remove(vec![seq]).await?;
-                return Ok(1);
+                return Ok(Round {
+                    drained: 1,
+                    latency: Duration::ZERO,
+                });
             }
             return Err(error.into());
         }
@@ -96,15 +131,15 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
     // A hedged record may still be confirmed by the broker: its clean-up decides.
     let records: Vec<_> = records
         .into_iter()
-        .filter(|(seq, _)| !durable.is_hedged(*seq))
+        .filter(|(seq, _)| !(target.skip)(*seq))
         .collect();
     if records.is_empty() {
-        return Ok(0);
+        return Ok(Round {
+            drained: 0,
+            latency: Duration::ZERO,
+        });
     }
-    let session = durable
-        .broker()
-        .session()
-        .ok_or(PublishError::NotConnected)?;
+    let session = target.broker.session().ok_or(PublishError::NotConnected)?;
     let started = Instant::now();
     let mut pending = Vec::new();
     let mut first_error = None;
@@ -117,7 +152,7 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
             .send(
                 0,
                 "",
-                durable.queue(),
+                target.queue,
                 &message.body,
                 properties(&message),
                 true,
@@ -156,13 +191,10 @@ async fn drain_round(durable: &Durable) -> Result<usize, DrainError> {
             warn!(%error, "Cannot remove drained records from the spool; they will be sent again.");
         }
         telemetry::drained(drained);
-        if first_error.is_none() {
-            durable.mode().drained(latency, spool.depth());
-        }
     }
     match first_error {
         Some(error) => Err(error.into()),
-        None => Ok(drained),
+        None => Ok(Round { drained, latency }),
     }
 }
 

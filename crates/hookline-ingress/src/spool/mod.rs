@@ -12,6 +12,7 @@
 
 pub(crate) mod drain;
 mod file;
+pub mod orphans;
 mod writer;
 
 use hookline_core::VerifiedDelivery;
@@ -55,8 +56,20 @@ struct Shared {
     depth: AtomicU64,
     healthy: AtomicBool,
     commits: AtomicU64,
+    /// Whether this spool's depth and commits are the process's metrics (not for a spool
+    /// opened only to drain it).
+    reported: bool,
     #[cfg(test)]
     fail_next_commit: AtomicBool,
+}
+
+impl Shared {
+    /// Sets `hookline_spool_depth` if this spool reports.
+    fn report_depth(&self, depth: u64) {
+        if self.reported {
+            metrics::gauge!("hookline_spool_depth").set(depth as f64);
+        }
+    }
 }
 
 impl Shared {
@@ -73,10 +86,20 @@ impl Shared {
 
 impl Spool {
     /// Opens (creating `dir` and `dir/spool.redb` if needed) and starts the writer thread; a
-    /// file left by a killed process (kill -9) reopens with every committed record.
+    /// file left by a killed process (kill -9) reopens with every committed record. Fails
+    /// with [`Failure::Locked`] while another process has it open.
     ///
     /// Blocking (it reads and checks the whole file): call it off the async runtime.
     pub fn open(dir: &Path) -> Result<Spool, StorageError> {
+        Self::open_as(dir, true)
+    }
+
+    /// Opens a spool to drain it: its depth and commits are not the process's metrics.
+    pub fn open_to_drain(dir: &Path) -> Result<Spool, StorageError> {
+        Self::open_as(dir, false)
+    }
+
+    fn open_as(dir: &Path, reported: bool) -> Result<Spool, StorageError> {
         let path = dir.join(file::FILE_NAME);
         let io_err = |e| StorageError::io(Store::Spool, &path, "open", e);
         let dir_existed = dir.is_dir();
@@ -96,10 +119,11 @@ impl Spool {
             depth: AtomicU64::new(state.depth),
             healthy: AtomicBool::new(true),
             commits: AtomicU64::new(0),
+            reported,
             #[cfg(test)]
             fail_next_commit: AtomicBool::new(false),
         });
-        metrics::gauge!("hookline_spool_depth").set(state.depth as f64);
+        shared.report_depth(state.depth);
         info!(path = %path.display(), depth = state.depth, next_seq = state.next_seq, "Spool opened.");
 
         let mut writer = Writer {

@@ -71,10 +71,12 @@ impl Writer {
                     .saturating_sub(removed);
                 shared.depth.store(depth, Ordering::Relaxed);
                 shared.commits.fetch_add(1, Ordering::Relaxed);
-                metrics::gauge!("hookline_spool_depth").set(depth as f64);
-                metrics::counter!("hookline_spool_appends_total").increment(added);
-                metrics::counter!("hookline_spool_commits_total").increment(1);
-                metrics::histogram!("hookline_spool_commit_seconds").record(elapsed);
+                shared.report_depth(depth);
+                if shared.reported {
+                    metrics::counter!("hookline_spool_appends_total").increment(added);
+                    metrics::counter!("hookline_spool_commits_total").increment(1);
+                    metrics::histogram!("hookline_spool_commit_seconds").record(elapsed);
+                }
                 if !shared.healthy.swap(true, Ordering::Relaxed) {
                     info!(path = %shared.path.display(), depth, "Spool writes succeed again.");
                 }
@@ -212,7 +214,7 @@ impl Writer {
         self.next_seq = self.next_seq.max(state.next_seq);
         // The failed commit may or may not have reached the disk; the file is the truth.
         shared.depth.store(state.depth, Ordering::Relaxed);
-        metrics::gauge!("hookline_spool_depth").set(state.depth as f64);
+        shared.report_depth(state.depth);
         self.needs_reopen = false;
         // Follows every failed write, so it is as frequent as they are: not an operator's line.
         debug!(path = %shared.path.display(), depth = state.depth, "Spool reopened after a failed write.");
