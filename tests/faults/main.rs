@@ -13,3 +13,4 @@ mod harness;
 mod hostile;
 mod poison;
 mod processes;
+mod replicas;

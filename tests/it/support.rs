@@ -38,6 +38,7 @@ pub(crate) fn random_prefix() -> String {
 }
 
 /// The config file of a test instance.
+#[derive(Clone)]
 pub(crate) struct TestConfig {
     pub(crate) prefix: String,
     pub(crate) dir: PathBuf,
@@ -51,6 +52,10 @@ pub(crate) struct TestConfig {
     pub(crate) max_body_bytes: usize,
     /// Lines added to `[ingress]`.
     pub(crate) ingress_extra: String,
+    /// Lines added to `[amqp]`.
+    pub(crate) amqp_extra: String,
+    /// Lines added to `[storage]`.
+    pub(crate) storage_extra: String,
     /// Text appended to the file (more sections or sources).
     pub(crate) extra: String,
     /// Keeps a directory made by [`start`] alive as long as the config.
@@ -68,6 +73,8 @@ impl TestConfig {
             amqp_url: AMQP_URL.into(),
             max_body_bytes: 4096,
             ingress_extra: String::new(),
+            amqp_extra: String::new(),
+            storage_extra: String::new(),
             extra: String::new(),
             _tmp: None,
         }
@@ -85,8 +92,10 @@ ack_deadline_ms = 800
 [amqp]
 url = "{url}"
 prefix = "{prefix}"
+{amqp_extra}
 [storage]
 dir = "{dir}"
+{storage_extra}
 [worker]
 prefetch = 64
 max_attempts = 3
@@ -120,6 +129,8 @@ secrets = ["{SW_SECRET}"]
             ingress = self.ingress_listen,
             metrics = self.metrics_listen,
             ingress_extra = self.ingress_extra,
+            amqp_extra = self.amqp_extra,
+            storage_extra = self.storage_extra,
             max_body_bytes = self.max_body_bytes,
             url = self.amqp_url,
             prefix = self.prefix,
@@ -130,7 +141,12 @@ secrets = ["{SW_SECRET}"]
 
     /// Writes the file and returns its path.
     pub(crate) fn write(&self) -> PathBuf {
-        let path = self.dir.join("hookline.toml");
+        self.write_as("hookline.toml")
+    }
+
+    /// Writes the file under another name (a second process's config) and returns its path.
+    pub(crate) fn write_as(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
         std::fs::write(&path, self.toml()).unwrap();
         path
     }
@@ -630,7 +646,7 @@ impl Broker {
     pub(crate) async fn cleanup(&self, extra_queues: &[&str]) {
         let channel = self.connection.create_channel().await.unwrap();
         let p = &self.prefix;
-        let mut queues: Vec<String> = ["ingress", "unrouted", "dead"]
+        let mut queues: Vec<String> = ["ingress", "unrouted", "dead", "processed"]
             .iter()
             .map(|s| format!("{p}.{s}"))
             .collect();
@@ -640,7 +656,7 @@ impl Broker {
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
         }
-        for x in ["events", "unrouted", "dead"] {
+        for x in ["events", "unrouted", "dead", "observe"] {
             let _ = channel
                 .exchange_delete(format!("{p}.{x}").into(), ExchangeDeleteOptions::default())
                 .await;
