@@ -449,3 +449,32 @@ async fn asello_echo_and_probes() {
     assert!(text.contains("hookline_worker_events_total"), "{text}");
     Broker::connect(&config.prefix).await.cleanup(&[]).await;
 }
+
+#[tokio::test]
+async fn request_spans_name_the_route_not_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::TestConfig::new(dir.path());
+    let ingress = crate::support::Process::start_with_env(
+        &config.write(),
+        "ingress",
+        &[("RUST_LOG", "info,hookline_ingress=debug")],
+    );
+    let base = ingress.base().await;
+    wait_for_status(&format!("{base}/readyz"), 200).await;
+    let long = "n".repeat(5000);
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/webhooks/{long}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let lines = ingress.logged("message", "Request refused.", 1).await;
+    let line = lines.first().expect("the refusal is logged");
+    let spans = line.to_string();
+    assert!(spans.contains("/webhooks/{source}"), "{spans}");
+    assert!(
+        !spans.contains(&"n".repeat(100)),
+        "the raw path reached the log: {spans}"
+    );
+}

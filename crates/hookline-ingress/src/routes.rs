@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::telemetry;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
 /// Everything a request needs.
@@ -78,6 +79,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// A DEBUG span per request naming the matched route, never the raw path: a path is the
+/// client's text (an unknown source's name could be 60 KB long).
+fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
 }
 
 #[derive(Serialize)]
