@@ -199,7 +199,7 @@ pub fn encode_record(delivery: &VerifiedDelivery) -> Vec<u8> {
 pub fn decode_record(bytes: &[u8]) -> Result<VerifiedDelivery, FormatError> {
     let entry = match bytes.first() {
         Some(&RECORD_V1) => decode_record_v1(&bytes[1..])?,
-        Some(&ENTRY_V2) => read_entry(bytes)?,
+        Some(&ENTRY_V2) => read_entry(&Bytes::copy_from_slice(bytes))?,
         Some(other) => return Err(bad(format!("unknown format version {other}"))),
         None => return Err(bad("empty record")),
     };
@@ -207,7 +207,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<VerifiedDelivery, FormatError> {
     Ok(VerifiedDelivery::trusted(entry.meta, entry.body))
 }
 
-fn decode_batch(body: &[u8]) -> Result<Vec<Entry>, FormatError> {
+fn decode_batch(body: &Bytes) -> Result<Vec<Entry>, FormatError> {
     let mut reader = Reader(body);
     if reader.take(4)? != BATCH_MAGIC {
         return Err(bad("batch does not start with HLB\\x01"));
@@ -220,7 +220,9 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Entry>, FormatError> {
         let bytes = reader
             .take(len)
             .map_err(|e| bad(format!("batch entry {i}: {e}")))?;
-        entries.push(read_entry(bytes).map_err(|e| bad(format!("batch entry {i}: {e}")))?);
+        // The entry's body is a view of the message's, not a copy.
+        let entry = body.slice_ref(bytes);
+        entries.push(read_entry(&entry).map_err(|e| bad(format!("batch entry {i}: {e}")))?);
     }
     if !reader.0.is_empty() {
         return Err(bad("bytes after the last batch entry"));
@@ -261,7 +263,7 @@ fn write_entry(out: &mut Vec<u8>, meta: &DeliveryMeta, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-fn read_entry(bytes: &[u8]) -> Result<Entry, FormatError> {
+fn read_entry(bytes: &Bytes) -> Result<Entry, FormatError> {
     let mut reader = Reader(bytes);
     match reader.u8()? {
         ENTRY_V2 => {}
@@ -287,7 +289,7 @@ fn read_entry(bytes: &[u8]) -> Result<Entry, FormatError> {
             received_at,
             headers,
         },
-        body: Bytes::copy_from_slice(reader.0),
+        body: bytes.slice_ref(reader.0),
     })
 }
 
