@@ -11,6 +11,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use hookline_core::Config;
+use hookline_core::config::{ConfigError, Problem};
+use hookline_ingress::Tls;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +59,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match load_tls(cli.command, &config) {
+        Ok(tls) => tls,
+        Err(problems) => {
+            logging::config_problems(&problems);
+            return ExitCode::from(2);
+        }
+    };
     if cli.command == Command::CheckConfig {
         logging::config_ok(&config);
         return ExitCode::SUCCESS;
@@ -68,7 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(cli.command, config)) {
+    match runtime.block_on(serve(cli.command, config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %format!("{e:#}"), "hookline stopped on a fatal error.");
@@ -77,15 +86,47 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(command: Command, config: Config) -> anyhow::Result<()> {
+/// The ingress's certificate and key, read before anything starts so that an unusable file
+/// is a config error (exit 2, and `check-config` finds it) naming the key and the file.
+/// The worker alone serves no HTTPS and does not read them.
+fn load_tls(command: Command, config: &Config) -> Result<Option<Tls>, ConfigError> {
+    if command == Command::Worker {
+        return Ok(None);
+    }
+    let Some((cert, key)) = config.ingress.tls_files() else {
+        return Ok(None);
+    };
+    Tls::load(cert, key).map(Some).map_err(|error| ConfigError {
+        problems: vec![Problem {
+            origin: config.path.display().to_string(),
+            key: error.key.to_owned(),
+            message: error.to_string(),
+        }],
+    })
+}
+
+async fn serve(command: Command, config: Config, tls: Option<Tls>) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     shutdown::on_signal(shutdown.clone());
+    shutdown::on_hangup(tls.clone());
 
     let with_ingress = matches!(command, Command::Ingress | Command::Run);
     let with_worker = matches!(command, Command::Worker | Command::Run);
-    let ingress_listener = if with_ingress {
-        Some(bind(config.ingress.listen, "ingress.listen").await?)
+    // In `run`, both /metrics would render the same registry: one listener serves both
+    // when the two keys name the same address, instead of the second bind failing.
+    let shared_metrics = command == Command::Run
+        && config.ingress.metrics_listen == Some(config.worker.metrics_listen)
+        && config.worker.metrics_listen.port() != 0;
+    let ingress_listeners = if with_ingress {
+        let public = bind(config.ingress.listen, "ingress.listen").await?;
+        let metrics = match config.ingress.metrics_listen {
+            Some(address) if !shared_metrics => {
+                Some(bind(address, "ingress.metrics_listen").await?)
+            }
+            _ => None,
+        };
+        Some(hookline_ingress::Listeners { public, metrics })
     } else {
         None
     };
@@ -94,11 +135,20 @@ async fn serve(command: Command, config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    if shared_metrics && let Some(listener) = &worker_listener {
+        info!(
+            key = "ingress.metrics_listen",
+            listen = %listener.local_addr()?,
+            shared_with = "worker.metrics_listen",
+            "Listening."
+        );
+    }
 
-    let ingress = ingress_listener.map(|listener| {
+    let ingress = ingress_listeners.map(|listeners| {
         let (config, metrics, shutdown) = (config.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let result = hookline_ingress::run(&config, listener, metrics, shutdown.clone()).await;
+            let result =
+                hookline_ingress::run(&config, listeners, tls, metrics, shutdown.clone()).await;
             shutdown.cancel();
             result
         })

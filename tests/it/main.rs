@@ -7,4 +7,5 @@ mod pipeline;
 mod rejections;
 #[allow(dead_code)] // some helpers serve tests/faults only
 mod support;
+mod tls;
 mod topology;
