@@ -12,6 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use hookline_core::Config;
+use hookline_core::config::{ConfigError, Problem};
+use hookline_ingress::Tls;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +90,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // check-config checks the certificate files as `run` would read them.
+    let reads_tls = match (&cli.command, daemon) {
+        (_, Some(daemon)) => Some(daemon),
+        (Command::CheckConfig, None) => Some(Daemon::Run),
+        _ => None,
+    };
+    let tls = match reads_tls.map_or(Ok(None), |daemon| load_tls(daemon, &config)) {
+        Ok(tls) => tls,
+        Err(problems) => {
+            logging::config_problems(&problems);
+            return ExitCode::from(2);
+        }
+    };
     if matches!(cli.command, Command::CheckConfig) {
         logging::config_ok(&config);
         return ExitCode::SUCCESS;
@@ -107,7 +122,7 @@ fn main() -> ExitCode {
         (None, Command::Spool(command)) => return runtime.block_on(tools::spool(config, command)),
         (None, _) => unreachable!("every command is a daemon or a tool"),
     };
-    match runtime.block_on(serve(daemon, config)) {
+    match runtime.block_on(serve(daemon, config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %format!("{e:#}"), "hookline stopped on a fatal error.");
@@ -116,15 +131,47 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(command: Daemon, config: Config) -> anyhow::Result<()> {
+/// The ingress's certificate and key, read before anything starts so that an unusable file
+/// is a config error (exit 2, and `check-config` finds it) naming the key and the file.
+/// The worker alone serves no HTTPS and does not read them.
+fn load_tls(command: Daemon, config: &Config) -> Result<Option<Tls>, ConfigError> {
+    if command == Daemon::Worker {
+        return Ok(None);
+    }
+    let Some((cert, key)) = config.ingress.tls_files() else {
+        return Ok(None);
+    };
+    Tls::load(cert, key).map(Some).map_err(|error| ConfigError {
+        problems: vec![Problem {
+            origin: config.path.display().to_string(),
+            key: error.key.to_owned(),
+            message: error.to_string(),
+        }],
+    })
+}
+
+async fn serve(command: Daemon, config: Config, tls: Option<Tls>) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let shutdown = CancellationToken::new();
     shutdown::on_signal(shutdown.clone());
+    shutdown::on_hangup(tls.clone());
 
     let with_ingress = matches!(command, Daemon::Ingress | Daemon::Run);
     let with_worker = matches!(command, Daemon::Worker | Daemon::Run);
-    let ingress_listener = if with_ingress {
-        Some(bind(config.ingress.listen, "ingress.listen").await?)
+    // In `run`, both /metrics would render the same registry: one listener serves both
+    // when the two keys name the same address, instead of the second bind failing.
+    let shared_metrics = command == Daemon::Run
+        && config.ingress.metrics_listen == Some(config.worker.metrics_listen)
+        && config.worker.metrics_listen.port() != 0;
+    let ingress_listeners = if with_ingress {
+        let public = bind(config.ingress.listen, "ingress.listen").await?;
+        let metrics = match config.ingress.metrics_listen {
+            Some(address) if !shared_metrics => {
+                Some(bind(address, "ingress.metrics_listen").await?)
+            }
+            _ => None,
+        };
+        Some(hookline_ingress::Listeners { public, metrics })
     } else {
         None
     };
@@ -133,11 +180,20 @@ async fn serve(command: Daemon, config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    if shared_metrics && let Some(listener) = &worker_listener {
+        info!(
+            key = "ingress.metrics_listen",
+            listen = %listener.local_addr()?,
+            shared_with = "worker.metrics_listen",
+            "Listening."
+        );
+    }
 
-    let ingress = ingress_listener.map(|listener| {
+    let ingress = ingress_listeners.map(|listeners| {
         let (config, metrics, shutdown) = (config.clone(), metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let result = hookline_ingress::run(&config, listener, metrics, shutdown.clone()).await;
+            let result =
+                hookline_ingress::run(&config, listeners, tls, metrics, shutdown.clone()).await;
             shutdown.cancel();
             result
         })

@@ -1,6 +1,8 @@
 //! SIGTERM/SIGINT start a graceful shutdown; a second signal, or 10 s without finishing,
-//! ends the process at once.
+//! ends the process at once. SIGHUP reloads the ingress's TLS certificate and never ends
+//! the process.
 
+use hookline_ingress::Tls;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,32 @@ pub(crate) fn on_signal(token: CancellationToken) {
             _ = int.recv() => error!("Second signal: exiting now."),
         }
         std::process::exit(1);
+    });
+}
+
+/// On each SIGHUP, re-reads the ingress's certificate and key (the reload logs its own
+/// outcome); without TLS, says there is nothing to reload. SIGHUP's default action would
+/// end the process: a `systemctl reload` or a closed terminal must not take it down, so the
+/// handler is installed in every mode, before this returns.
+pub(crate) fn on_hangup(tls: Option<Tls>) {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        error!("Cannot install the SIGHUP handler.");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                Some(tls) => {
+                    let tls = tls.clone();
+                    // File reads: off the runtime threads that serve connections.
+                    let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+                }
+                None => info!(
+                    signal = "SIGHUP",
+                    "Nothing to reload: this process serves no TLS (ingress.tls_cert is not set)."
+                ),
+            }
+        }
     });
 }
 

@@ -7,5 +7,6 @@ mod pipeline;
 mod rejections;
 #[allow(dead_code)] // some helpers serve tests/faults only
 mod support;
+mod tls;
 mod tools;
 mod topology;

@@ -324,6 +324,16 @@ impl Process {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `SIG<name>` (e.g. `HUP`) and returns at once.
+    pub(crate) fn send_signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// The exit status, if the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
 }
 
 /// A field of a JSON log line, flattened or nested under `fields`.

@@ -38,6 +38,12 @@ pub struct IngressConfig {
     pub body_budget_bytes: usize,
     /// Request headers allowed (more: 431).
     pub max_headers: usize,
+    /// Where `/metrics` (and `/healthz`) are served instead of `listen`; unset: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain; with `tls_key`, `listen` serves HTTPS (reloaded on SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for IngressConfig {
@@ -53,6 +59,9 @@ impl Default for IngressConfig {
             max_in_flight: 1024,
             body_budget_bytes: 64 * 1024 * 1024,
             max_headers: 256,
+            metrics_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -76,6 +85,12 @@ impl IngressConfig {
     /// `request_timeout_ms` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The certificate and key files when HTTPS is configured (validation ensures both or
+    /// neither).
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
     }
 }
 
@@ -495,6 +510,35 @@ fn validate(
                 "must be at least ingress.max_body_bytes ({}), or no body of that size could ever be read",
                 raw.ingress.max_body_bytes
             ),
+        );
+    }
+    match (&raw.ingress.tls_cert, &raw.ingress.tls_key) {
+        (Some(_), None) => problem(
+            "ingress.tls_key".into(),
+            "must be set when ingress.tls_cert is (HTTPS needs both)".into(),
+        ),
+        (None, Some(_)) => problem(
+            "ingress.tls_cert".into(),
+            "must be set when ingress.tls_key is (HTTPS needs both)".into(),
+        ),
+        _ => {}
+    }
+    for (key, path) in [
+        ("tls_cert", &raw.ingress.tls_cert),
+        ("tls_key", &raw.ingress.tls_key),
+    ] {
+        if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            problem(format!("ingress.{key}"), "must not be empty".into());
+        }
+    }
+    // Port 0 asks for any free port, so two such addresses never collide.
+    if let Some(address) = raw.ingress.metrics_listen
+        && address == raw.ingress.listen
+        && address.port() != 0
+    {
+        problem(
+            "ingress.metrics_listen".into(),
+            format!("must differ from ingress.listen ({address})"),
         );
     }
     if raw.amqp.prefix.is_empty() {
@@ -933,6 +977,22 @@ mod tests {
                 "hookline.toml: worker.max_attempts: must be at least 1",
             ),
             ("not toml", "hookline.toml: "),
+            (
+                "[ingress]\ntls_cert = \"cert.pem\"",
+                "hookline.toml: ingress.tls_key: must be set when ingress.tls_cert is",
+            ),
+            (
+                "[ingress]\ntls_key = \"key.pem\"",
+                "hookline.toml: ingress.tls_cert: must be set when ingress.tls_key is",
+            ),
+            (
+                "[ingress]\ntls_cert = \"\"\ntls_key = \"key.pem\"",
+                "hookline.toml: ingress.tls_cert: must not be empty",
+            ),
+            (
+                "[ingress]\nlisten = \"0.0.0.0:8080\"\nmetrics_listen = \"0.0.0.0:8080\"",
+                "hookline.toml: ingress.metrics_listen: must differ from ingress.listen",
+            ),
         ];
         for (toml, expected) in cases {
             let found = problems(toml);
@@ -941,6 +1001,40 @@ mod tests {
                 "expected a problem starting with {expected:?}, got {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn tls_and_metrics_listen_are_optional_and_overridable() {
+        Jail::expect_with(|jail| {
+            let config = load(jail, "").unwrap();
+            assert_eq!(config.ingress.tls_files(), None);
+            assert_eq!(config.ingress.metrics_listen, None);
+            // Both on port 0: each gets its own free port, no conflict.
+            load(
+                jail,
+                "[ingress]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"",
+            )
+            .unwrap();
+            jail.set_env("HOOKLINE__INGRESS__TLS_KEY", "/etc/hookline/key.pem");
+            jail.set_env("HOOKLINE__INGRESS__METRICS_LISTEN", "127.0.0.1:9090");
+            let config = load(
+                jail,
+                "[ingress]\nlisten = \"0.0.0.0:0\"\ntls_cert = \"/etc/hookline/cert.pem\"",
+            )
+            .unwrap();
+            assert_eq!(
+                config.ingress.tls_files(),
+                Some((
+                    Path::new("/etc/hookline/cert.pem"),
+                    Path::new("/etc/hookline/key.pem")
+                ))
+            );
+            assert_eq!(
+                config.ingress.metrics_listen,
+                Some(([127, 0, 0, 1], 9090).into())
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -12,11 +12,13 @@ mod sampler;
 mod server;
 pub mod spool;
 mod telemetry;
+pub mod tls;
 
 pub use durable::{Durable, StoredIn};
 pub use error::ApiError;
-pub use routes::{AppState, router};
+pub use routes::{AppState, metrics_router, router};
 pub use server::{ConnectionLimits, serve};
+pub use tls::{Tls, TlsError};
 
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
@@ -130,11 +132,24 @@ pub enum DrainSpoolsError {
     },
 }
 
-/// Runs the ingress on `listener` until `shutdown`, then finishes open requests, stops the
-/// drainer, closes the spool and the broker connection.
+/// The sockets the ingress serves, bound by the caller (which logs the addresses).
+#[derive(Debug)]
+pub struct Listeners {
+    /// `ingress.listen`: webhooks, probes, and `/metrics` unless `ingress.metrics_listen`
+    /// is set.
+    pub public: TcpListener,
+    /// `ingress.metrics_listen`: `/metrics` and `/healthz` in plain HTTP. `None` with the
+    /// key set means another listener of the process serves them (the worker's, in `run`).
+    pub metrics: Option<TcpListener>,
+}
+
+/// Runs the ingress on `listeners` until `shutdown`, then finishes open requests, stops the
+/// drainer, closes the spool and the broker connection. With `tls`, `listeners.public`
+/// serves HTTPS.
 pub async fn run(
     config: &Config,
-    listener: TcpListener,
+    listeners: Listeners,
+    tls: Option<Tls>,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
@@ -183,8 +198,18 @@ pub async fn run(
         })
     };
     let state = AppState::new(&config.sources, &config.ingress, durable, metrics);
+    let Listeners {
+        public,
+        metrics: private,
+    } = listeners;
+    if tls.is_some() {
+        telemetry::tls_enabled();
+    }
     info!(
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        https = tls.is_some(),
+        tls_cert_sha256 = tls.as_ref().map(Tls::fingerprint),
+        metrics_listen = config.ingress.metrics_listen.map(|a| a.to_string()),
         sources = config.sources.len(),
         spool_depth = spool.depth(),
         "Ingress listening."
@@ -193,7 +218,21 @@ pub async fn run(
         max_connections: config.ingress.max_connections,
         max_headers: config.ingress.max_headers,
     };
-    serve(listener, router(state), limits, shutdown.cancelled_owned()).await;
+    let public_router = router(state.clone(), config.ingress.metrics_listen.is_none());
+    let public = serve(
+        public,
+        public_router,
+        limits,
+        tls,
+        shutdown.clone().cancelled_owned(),
+    );
+    let private = async {
+        if let Some(listener) = private {
+            let router = metrics_router(state);
+            serve(listener, router, limits, None, shutdown.cancelled_owned()).await;
+        }
+    };
+    tokio::join!(public, private);
     broker_stop.cancel();
     let _ = drainer.await;
     let _ = orphans.await;

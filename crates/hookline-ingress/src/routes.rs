@@ -71,13 +71,26 @@ impl AppState {
     }
 }
 
-/// The ingress router.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The ingress router; `/metrics` is on it only with `with_metrics` (no
+/// `ingress.metrics_listen`), otherwise it answers 404 like any other unknown path.
+pub fn router(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/webhooks/{source}", post(receive).get(echo))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// The router of `ingress.metrics_listen`: `/metrics` and `/healthz`, nothing a sender uses.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
@@ -90,6 +103,10 @@ fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
         .get::<MatchedPath>()
         .map_or("(no route)", MatchedPath::as_str);
     tracing::debug_span!("request", method = %request.method(), route)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 #[derive(Serialize)]
@@ -238,6 +255,11 @@ mod tests {
     const SECRET: &str = "router-test-secret";
 
     async fn app(dir: &std::path::Path) -> (Router, Spool, CancellationToken) {
+        let (state, spool, stop) = state(dir).await;
+        (router(state, true), spool, stop)
+    }
+
+    async fn state(dir: &std::path::Path) -> (Arc<AppState>, Spool, CancellationToken) {
         let stop = CancellationToken::new();
         let broker = Broker::start(
             BrokerOptions {
@@ -275,7 +297,7 @@ mod tests {
             .build_recorder()
             .handle();
         (
-            router(AppState::new(
+            AppState::new(
                 &sources,
                 &IngressConfig {
                     max_body_bytes: 64,
@@ -283,7 +305,7 @@ mod tests {
                 },
                 durable,
                 metrics,
-            )),
+            ),
             spool,
             stop,
         )
@@ -398,6 +420,32 @@ mod tests {
         let (status, text) = answer(&router, request).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
         assert_eq!(spool.depth(), 0);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn metrics_move_to_their_own_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _spool, stop) = state(dir.path()).await;
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let public = router(state.clone(), false);
+        let private = metrics_router(state.clone());
+        assert_eq!(
+            answer(&public, get("/metrics")).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(answer(&public, get("/healthz")).await.0, StatusCode::OK);
+        assert_eq!(answer(&private, get("/metrics")).await.0, StatusCode::OK);
+        assert_eq!(answer(&private, get("/healthz")).await.0, StatusCode::OK);
+        assert_eq!(
+            answer(&private, get("/readyz")).await.0,
+            StatusCode::NOT_FOUND
+        );
+        let with_metrics = router(state, true);
+        assert_eq!(
+            answer(&with_metrics, get("/metrics")).await.0,
+            StatusCode::OK
+        );
         stop.cancel();
     }
 }

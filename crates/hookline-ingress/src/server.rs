@@ -2,22 +2,29 @@
 //! `max_connections` open (more wait in the listen backlog), a header-read timeout (also for
 //! idle keep-alive connections), `max_headers`, a cap on the header block's size, half-closed
 //! clients still answered, and a graceful shutdown that answers every request already read.
+//! With TLS, the handshake happens under the same limits: it holds its connection's place
+//! and must finish within the header-read timeout of the connection's opening.
 
 use crate::telemetry;
+use crate::tls::Tls;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// A client that has not sent a complete header block by then is disconnected; this also
-/// closes keep-alive connections idle for that long.
+/// closes keep-alive connections idle for that long. A connection gets as long again for
+/// its first byte and, with TLS, its whole handshake.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request line plus headers: far above any provider's, far below hyper's 400 KB.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -36,10 +43,12 @@ pub struct ConnectionLimits {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and waits for open requests.
+/// With `tls`, every connection is HTTPS (HTTP/1.1 over rustls).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -55,6 +64,9 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
     ));
+    let acceptor = tls.map(|tls| tls.acceptor());
+    // Connections not yet handed to hyper have no request to finish: they go at once.
+    let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         // Past the limit, connections wait in the kernel's backlog, costing us nothing.
@@ -75,26 +87,61 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+        let (acceptor, closing) = (acceptor.clone(), closing.clone());
         metrics::gauge!("hookline_ingress_connections").increment(1.0);
         tokio::spawn(async move {
+            // The permit is held from accept to close, handshake included, so clients that
+            // stall before their first request count against `max_connections` too.
+            let _permit = permit;
+            // One deadline for the first byte and the whole handshake: a client trickling
+            // its ClientHello gets no more time than one that sends nothing.
+            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
             // Until its first byte an idle connection costs a socket, not hyper's buffers
-            // (~30 KB each): thousands of idle connections stay cheap.
-            if let Ok(Ok(())) = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()).await {
-                let service = TowerToHyperService::new(router);
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                if let Err(error) = watcher.watch(connection).await {
-                    debug!(%peer, %error, "HTTP connection ended with an error.");
+            // (~30 KB each) or rustls's: thousands of idle connections stay cheap.
+            let first_byte = tokio::select! {
+                _ = closing.cancelled() => None,
+                readable = tokio::time::timeout_at(deadline, stream.readable()) => readable.ok(),
+            };
+            if let Some(Ok(())) = first_byte {
+                match acceptor {
+                    None => serve_connection(stream, peer, &builder, router, watcher).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                        let tls = tokio::select! {
+                            _ = closing.cancelled() => None,
+                            done = handshake => telemetry::handshake(&peer, done),
+                        };
+                        if let Some(tls) = tls {
+                            serve_connection(tls, peer, &builder, router, watcher).await;
+                        }
+                    }
                 }
             }
             metrics::gauge!("hookline_ingress_connections").decrement(1.0);
-            drop(permit);
         });
     }
     drop(listener);
+    closing.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             warn!("Some HTTP connections were still open after the shutdown grace period.");
         }
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    builder: &http1::Builder,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        debug!(%peer, %error, "HTTP connection ended with an error.");
     }
 }

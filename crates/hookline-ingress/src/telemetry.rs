@@ -131,3 +131,37 @@ pub(crate) fn drained(count: usize) {
     debug!(count, "Spooled deliveries published.");
     metrics::counter!("hookline_spool_drained_total").increment(count as u64);
 }
+
+/// How a TLS handshake ended: the stream when it succeeded. Failures are the client's doing
+/// (scanners, plain HTTP on the HTTPS port, old clients), so they are counted and logged at
+/// DEBUG only: a client must not be able to fill the log.
+pub(crate) fn handshake<S>(
+    peer: &std::net::SocketAddr,
+    done: Result<std::io::Result<S>, tokio::time::error::Elapsed>,
+) -> Option<S> {
+    let reason = match done {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TLS handshake failed.");
+            "failed"
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake not done within the header-read timeout.");
+            "timeout"
+        }
+    };
+    metrics::counter!("hookline_ingress_tls_handshake_failures_total", "reason" => reason)
+        .increment(1);
+    None
+}
+
+/// Creates the TLS series at 0, so an alert on failures or failed reloads has a baseline.
+pub(crate) fn tls_enabled() {
+    for reason in ["failed", "timeout"] {
+        metrics::counter!("hookline_ingress_tls_handshake_failures_total", "reason" => reason)
+            .absolute(0);
+    }
+    for outcome in ["ok", "failed"] {
+        metrics::counter!("hookline_ingress_tls_reloads_total", "outcome" => outcome).absolute(0);
+    }
+}
