@@ -1172,4 +1172,3 @@ mod tests {
         assert_eq!(mib(2048), "2.0 MiB");
     }
 }
-

@@ -299,7 +299,12 @@ async fn publish_new(
             // Observers (`hookline tail`) get a copy; losing one costs them a line, not data.
             let copy = ctx
                 .session
-                .send_best_effort(&observe, &envelope.routing_key(), body, properties(envelope))
+                .send_best_effort(
+                    &observe,
+                    &envelope.routing_key(),
+                    body,
+                    properties(envelope),
+                )
                 .await;
             if let Err(error) = copy {
                 debug!(%error, "Cannot copy an event to the observers' exchange.");
