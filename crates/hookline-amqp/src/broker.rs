@@ -159,6 +159,9 @@ async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uri: AMQPUri) {
     let name = format!("hookline-{role}");
     let mut policy = reconnect_policy();
     let mut failing = false;
+    // Both series exist from the start, so "never connected" alerts like "disconnected".
+    metrics::gauge!("hookline_amqp_connected", "role" => role).set(0.0);
+    metrics::counter!("hookline_amqp_reconnects_total", "role" => role).increment(0);
     loop {
         let attempt = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
