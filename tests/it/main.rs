@@ -3,6 +3,7 @@
 
 mod cli;
 mod dedup;
+mod deploy;
 mod pipeline;
 mod rejections;
 #[allow(dead_code)] // some helpers serve tests/faults only

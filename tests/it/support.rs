@@ -639,7 +639,7 @@ impl Broker {
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
         }
-        for x in ["events", "unrouted", "dead"] {
+        for x in ["events", "unrouted", "dead", "observe"] {
             let _ = channel
                 .exchange_delete(format!("{p}.{x}").into(), ExchangeDeleteOptions::default())
                 .await;
