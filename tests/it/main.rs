@@ -3,6 +3,8 @@
 
 mod cli;
 mod dedup;
+mod deploy;
+mod examples;
 mod pipeline;
 mod rejections;
 #[allow(dead_code)] // some helpers serve tests/faults only

@@ -168,6 +168,9 @@ async fn supervise(inner: Arc<Inner>, options: BrokerOptions, uris: Vec<AMQPUri>
     let mut mismatch_reported = false;
     // The node to try next: a lost or failed node hands over to the next one in the list.
     let mut next = 0usize;
+    // Both series exist from the start, so "never connected" alerts like "disconnected".
+    metrics::gauge!("hookline_amqp_connected", "role" => role).set(0.0);
+    metrics::counter!("hookline_amqp_reconnects_total", "role" => role).increment(0);
     loop {
         let uri = uris[next % uris.len()].clone();
         let node = format!("{}:{}", uri.authority.host, uri.authority.port);

@@ -1,5 +1,6 @@
 //! Every notable ingress happening, logged and counted in one place so the two agree.
 
+use crate::durable::StoredIn;
 use crate::error::{ApiError, CODES};
 use crate::sampler::Sampler;
 use hookline_core::SourceSpec;
@@ -34,6 +35,26 @@ pub(crate) fn register(sources: &[SourceSpec]) {
         }
     }
     metrics::counter!("hookline_ingress_refused_total", "source" => UNKNOWN_SOURCE, "reason" => "unknown_source").absolute(0);
+    // Counters that only move when something goes wrong: a series that first appears at 1
+    // is invisible to `increase()`, so the first failure would never alert.
+    // `increment(0)` creates them without touching a value set before this point.
+    for winner in [StoredIn::Broker, StoredIn::Spool] {
+        metrics::counter!("hookline_ingress_hedges_total", "winner" => winner.as_str())
+            .increment(0);
+    }
+    for to in ["spool", "direct"] {
+        metrics::counter!("hookline_ingress_mode_changes_total", "to" => to).increment(0);
+    }
+    for name in [
+        "hookline_ingress_accept_errors_total",
+        "hookline_spool_appends_total",
+        "hookline_spool_commits_total",
+        "hookline_spool_drained_total",
+        "hookline_spool_failures_total",
+        "hookline_spool_corrupt_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// A delivery was accepted (200) after `elapsed`; `budget` is how long its provider waits.

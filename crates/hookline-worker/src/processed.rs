@@ -99,6 +99,7 @@ impl ProcessedStore {
             len += 1;
         }
         metrics::gauge!(IDS_GAUGE).set(len as f64);
+        metrics::counter!(PRUNED_COUNTER).increment(0);
         info!(dir = %dir.display(), ids = len, cache_bytes, "Opened the processed-id store.");
         Ok(Self {
             inner: Arc::new(Inner {
