@@ -83,7 +83,8 @@ async fn full_spool_disk_answers_503_and_not_ready() {
     let failed = ingress
         .logged("message", "Spool write failed; answering 503.", 1)
         .await;
-    assert!(!failed.is_empty(), "the failure is logged at ERROR");
+    assert!(!failed.is_empty(), "the failure is logged");
+    assert!(failed.iter().all(|l| l["level"] == "ERROR"), "{failed:#?}");
 
     // Space comes back (an operator grows the volume): readiness returns without any
     // delivery having to be tried first, and deliveries are spooled again.
@@ -104,5 +105,20 @@ async fn full_spool_disk_answers_503_and_not_ready() {
     let body = r#"{"id":"after-full","event":"ticket_created","data":{}}"#;
     let (status, _) = post_signed(&base, "aisle", "aisle", body).await;
     assert_eq!(status, 200, "spooling again after recovery");
+    // Never a 200 it could not keep: every one answered before the disk filled, and the
+    // one after, is in the spool.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::metric(&metrics, "hookline_spool_depth", &[]),
+        (accepted + 1) as f64,
+        "{metrics}"
+    );
     eprintln!("disk full after {accepted} spooled deliveries; recovered");
 }

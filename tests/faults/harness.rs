@@ -291,3 +291,46 @@ async fn pipe(
         }
     }
 }
+
+/// The provider sends the `count` deliveries of `tag` again: `worker` must drop every one
+/// as a duplicate and publish nothing, and nothing may be left or dead-lettered.
+pub(crate) async fn resend_publishes_nothing(
+    base: &str,
+    tag: &str,
+    count: usize,
+    broker: &crate::support::Broker,
+    worker: &crate::support::Process,
+    events: &mut Watch,
+) {
+    let before = worker.log_lines_with("outcome", "duplicate").len();
+    let again = load(
+        base.to_owned(),
+        tag,
+        count,
+        1000,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await;
+    assert!(again.failed.is_empty(), "{:?}", again.failed);
+    let prefix = &broker.prefix;
+    broker
+        .wait_empty(&format!("{prefix}.ingress"), Duration::from_secs(60))
+        .await;
+    let dropped = worker.logged("outcome", "duplicate", before + count).await;
+    assert!(
+        dropped.len() >= before + count,
+        "only {} of {count} resends were dropped as duplicates",
+        dropped.len() - before
+    );
+    assert_eq!(
+        broker.total(&format!("{prefix}.dead")),
+        0,
+        "nothing dead-lettered"
+    );
+    let extra = events.rest(Duration::from_secs(2)).await;
+    assert!(
+        extra.is_empty(),
+        "{} events published again after the resend",
+        extra.len()
+    );
+}

@@ -137,13 +137,15 @@ async fn trickled_bodies_cost_what_they_send_and_memory_comes_back() {
                 let head = head("/webhooks/aisle", 4000, &"ab".repeat(32));
                 stream.write_all(head.as_bytes()).await.unwrap();
                 // One byte per segment: before the fix each one pinned a ~4 KB read buffer.
+                let mut sent = 0;
                 for _ in 0..BYTES_EACH {
                     if stream.write_all(b" ").await.is_err() {
                         break;
                     }
+                    sent += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                stream
+                (stream, sent)
             }));
         }
         let mut peak = before;
@@ -153,7 +155,10 @@ async fn trickled_bodies_cost_what_they_send_and_memory_comes_back() {
                 peak = peak.max(rss_kib(pid));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            streams.push(task.await.unwrap());
+            let (stream, sent) = task.await.unwrap();
+            // The server held every connection: the memory measured is what it costs.
+            assert_eq!(sent, BYTES_EACH, "a trickling connection was cut short");
+            streams.push(stream);
         }
         peak = peak.max(rss_kib(pid));
         drop(streams);
@@ -169,6 +174,11 @@ async fn trickled_bodies_cost_what_they_send_and_memory_comes_back() {
         );
         peaks.push(peak);
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib(pid);
+        assert!(
+            after <= before + 8 * 1024,
+            "round {round}: RSS {after} KiB after the connections closed, {before} KiB before"
+        );
     }
     assert!(
         peaks[1] <= peaks[0] + peaks[0] / 10,
@@ -397,9 +407,12 @@ async fn refusals_cannot_flood_the_log_or_echo_attacker_text() {
     }
     assert_eq!(statuses.get(&401), Some(&200), "{statuses:?}");
     assert_eq!(statuses.get(&404), Some(&200), "{statuses:?}");
-    let refused = ingress.logged("message", "Request refused.", 1).await;
+    let refused = ingress.logged("message", "Request refused.", 2).await;
+    // A few lines per source and reason (aisle/invalid_signature, unknown/unknown_source),
+    // no more (the count of what was left out, on the first line of the next window, is the
+    // sampler's unit test).
     assert!(
-        refused.len() <= 12,
+        (2..=12).contains(&refused.len()),
         "{} refusal lines for 400 refusals",
         refused.len()
     );

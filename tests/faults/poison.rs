@@ -57,7 +57,7 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
         (
             "no message id",
             BasicProperties::default().with_headers(ours("aisle")),
-            "message_id",
+            "missing message_id",
         ),
         (
             "message id not a delivery id",
@@ -95,39 +95,50 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
             .unwrap();
     }
 
-    let got = dead.take(cases.len(), Duration::from_secs(10)).await;
-    for ((name, _, expected), body) in cases.iter().zip(bodies) {
-        let seen = got
+    let mut got = dead.take(cases.len(), Duration::from_secs(10)).await;
+    for ((name, props, expected), body) in cases.iter().zip(bodies) {
+        // Each letter matches one case only: same body, same message id, its own error.
+        let index = got
             .iter()
-            .find(|s| {
+            .position(|s| {
                 s.raw == body.as_bytes()
+                    && s.properties.message_id() == props.message_id()
                     && headers::header_str(s.properties.headers().as_ref(), "x-hookline-error")
                         .is_some_and(|e| e.contains(expected))
             })
             .unwrap_or_else(|| panic!("{name}: not dead-lettered with {expected:?}: {got:#?}"));
-        assert!(
+        let seen = got.remove(index);
+        // Dead-lettered at once, not after max_attempts retries.
+        assert_eq!(
             seen.properties
                 .headers()
                 .as_ref()
                 .unwrap()
                 .inner()
-                .contains_key("x-hookline-attempts")
+                .get("x-hookline-attempts"),
+            Some(&lapin::types::AMQPValue::LongUInt(1)),
+            "{name}"
         );
     }
     assert!(
         dead.rest(Duration::from_secs(1)).await.is_empty(),
         "each poison delivery once"
     );
+    broker
+        .wait_empty(&ingress_queue, Duration::from_secs(5))
+        .await;
+    let letters = worker.log_lines_with("message", "Delivery dead-lettered.");
     assert_eq!(
-        broker.depth(&ingress_queue).await,
-        0,
-        "nothing left looping"
+        letters.len(),
+        cases.len(),
+        "one ERROR line per poison delivery"
     );
+    assert!(letters.iter().all(|l| l["level"] == "ERROR"));
     assert!(
-        !worker
-            .logged("outcome", "dead_lettered", 1)
-            .await
-            .is_empty()
+        worker
+            .log_lines_with("message", "Delivery failed; it will be retried.")
+            .is_empty(),
+        "poison is never retried"
     );
     broker.cleanup(&[]).await;
 }
@@ -230,6 +241,16 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
         assert!(header(RECEIVED_AT).is_some());
         assert!(header("x-hookline-error").is_some_and(|e| e.contains(error)));
         assert!(header("x-hookline-died-at").is_some());
+        assert_eq!(
+            props
+                .headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .get("x-hookline-attempts"),
+            Some(&lapin::types::AMQPValue::LongUInt(1)),
+            "dead-lettered at once"
+        );
         // Put back as it is, it would be read like any single-delivery message.
         let message = hookline_amqp::message::received(props, &letter.raw);
         assert_eq!(wire::decode(&message).unwrap()[0].meta, poison.meta);
@@ -241,6 +262,14 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
     assert_eq!(corrupt.raw, b"HLB\x01\xff\xff\xff\xff");
     assert!(dead.rest(Duration::from_secs(1)).await.is_empty());
     assert!(events.rest(Duration::from_millis(500)).await.is_empty());
-    assert_eq!(broker.depth(&ingress_queue).await, 0, "the batch was acked");
+    // Nothing ready and nothing held unacked: the batch was acked.
+    broker
+        .wait_empty(&ingress_queue, Duration::from_secs(5))
+        .await;
+    assert!(
+        worker
+            .log_lines_with("message", "Delivery failed; it will be retried.")
+            .is_empty()
+    );
     broker.cleanup(&[]).await;
 }

@@ -43,7 +43,7 @@ fn check_config_exit_codes_and_messages() {
         ),
         (
             "[[sources]]\nname = \"a\"\nprovider = \"aisle\"",
-            "sources[0]",
+            "sources[0]: source \"a\" has no secret",
         ),
         (
             "[[sources]]\nname = \"s\"\nprovider = \"asello\"\nsecrets = [\"too-short\"]",
@@ -87,6 +87,11 @@ fn check_config_exit_codes_and_messages() {
 #[tokio::test]
 async fn json_logs_and_graceful_shutdown() {
     let (config, mut hookline, base) = start("run").await;
+    let broker = crate::support::Broker::connect(&config.prefix).await;
+    let mut events = broker.watch_events("#").await;
+    // Wait until the worker consumes, then stop right behind a delivery: the shutdown must
+    // let it finish (or hand it back) and still exit in time.
+    hookline.logged("message", "Worker consuming.", 1).await;
     let body = r#"{"id":"j-1","event":"ticket_created","data":{}}"#;
     assert_eq!(
         crate::support::post_signed(&base, "aisle", "aisle", body)
@@ -94,20 +99,25 @@ async fn json_logs_and_graceful_shutdown() {
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, took) = hookline.terminate();
     assert!(status.success(), "{status:?}: {:#?}", hookline.all_lines());
     assert!(took < Duration::from_secs(10), "took {took:?}");
+    let delivered = events.rest_within(Duration::from_secs(1)).await;
+    let finished = delivered.iter().any(|e| e.body["id"] == "aisle:j-1");
+    if !finished {
+        // Handed back unfinished: a new worker picks it up from the queue.
+        let _worker = crate::support::Process::start(&config.dir.join("hookline.toml"), "worker");
+        let got = events.take(1, Duration::from_secs(15)).await;
+        assert_eq!(got[0].body["id"], "aisle:j-1");
+    }
     let lines = hookline.all_lines();
     assert!(lines.len() > 3);
     for line in &lines {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "not JSON: {line}"
-        );
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "message"] {
+            assert!(value.get(field).is_some(), "no {field}: {line}");
+        }
     }
-    crate::support::Broker::connect(&config.prefix)
-        .await
-        .cleanup(&[])
-        .await;
+    broker.cleanup(&[]).await;
 }

@@ -417,6 +417,23 @@ fn secret_of(provider: &str) -> &'static str {
     }
 }
 
+/// The sum of the samples of `name` whose labels include every `labels` pair (Prometheus
+/// text).
+pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Signs `body` the way `provider` does (its own `Provider::sign`); returns (header, value)
 /// for providers that sign with one header.
 pub(crate) fn sign(provider: &str, body: &[u8]) -> (&'static str, String) {
@@ -632,6 +649,38 @@ impl Broker {
         let _ = channel.close(200, "".into()).await;
     }
 
+    /// Every message in `queue`, ready or held unacked by a consumer (from `rabbitmqctl`;
+    /// a passive declare counts only the ready ones).
+    pub(crate) fn total(&self, queue: &str) -> u64 {
+        let out = Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "name", "messages"])
+            .output()
+            .expect("rabbitmqctl must be installed for these tests");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let (name, count) = line.split_once('\t')?;
+                (name == queue).then(|| count.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("{queue} is not in rabbitmqctl list_queues"))
+    }
+
+    /// Waits (at most `within`) until `queue` holds no message at all, ready or unacked.
+    pub(crate) async fn wait_empty(&self, queue: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let total = self.total(queue);
+            if total == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queue} still holds {total} messages"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Messages waiting in `queue` (passive declare).
     pub(crate) async fn depth(&self, queue: &str) -> u32 {
         retry_until_declared(|| async {
@@ -719,18 +768,25 @@ impl Watch {
     pub(crate) async fn rest_within(&mut self, total: Duration) -> Vec<Seen> {
         let deadline = tokio::time::Instant::now() + total;
         let mut got = Vec::new();
-        while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            got.push(seen);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(seen)) => got.push(seen),
+                Ok(None) => panic!("the watch's consumer ended: nothing more could be seen"),
+                Err(_) => return got,
+            }
         }
-        got
     }
 
-    /// Whatever arrives within `quiet` (to assert that nothing more comes).
+    /// Whatever arrives within `quiet` (to assert that nothing more comes). Panics if the
+    /// consumer is gone, which would make "nothing came" meaningless.
     pub(crate) async fn rest(&mut self, quiet: Duration) -> Vec<Seen> {
         let mut got = Vec::new();
-        while let Ok(Some(seen)) = tokio::time::timeout(quiet, self.rx.recv()).await {
-            got.push(seen);
+        loop {
+            match tokio::time::timeout(quiet, self.rx.recv()).await {
+                Ok(Some(seen)) => got.push(seen),
+                Ok(None) => panic!("the watch's consumer ended: nothing more could be seen"),
+                Err(_) => return got,
+            }
         }
-        got
     }
 }

@@ -176,12 +176,15 @@ mod tests {
             "{}",
             forged[0].body.len()
         );
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"s3cret").unwrap();
-        mac.update(&forged[0].body);
-        assert_ne!(
-            forged[0].signature.to_str().unwrap(),
-            hex::encode(mac.finalize().into_bytes())
-        );
-        assert_eq!(forged[0].signature.len(), 64);
+        // A well-formed 32-byte hex tag, so the ingress does the full HMAC to refuse it.
+        let signature = forged[0].signature.to_str().unwrap();
+        assert_eq!(hex::decode(signature).map(|tag| tag.len()), Ok(32));
+        // It matches no secret: not even the body's HMAC under the empty key, or under
+        // the signature's own text.
+        for key in [&b""[..], signature.as_bytes()] {
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+            mac.update(&forged[0].body);
+            assert_ne!(signature, hex::encode(mac.finalize().into_bytes()));
+        }
     }
 }

@@ -966,7 +966,7 @@ mod tests {
             ),
             (
                 "[ingress]\nlisten = \"nowhere\"",
-                "hookline.toml: ingress.listen:",
+                "hookline.toml: ingress.listen: invalid socket address syntax",
             ),
             (
                 "[ingres]\nlisten = \"x\"",
@@ -976,7 +976,7 @@ mod tests {
                 "[worker]\nmax_attempts = 0",
                 "hookline.toml: worker.max_attempts: must be at least 1",
             ),
-            ("not toml", "hookline.toml: "),
+            ("not toml", "hookline.toml: TOML parse error at line 1"),
             (
                 "[ingress]\ntls_cert = \"cert.pem\"",
                 "hookline.toml: ingress.tls_key: must be set when ingress.tls_cert is",
@@ -1044,6 +1044,11 @@ mod tests {
             name = "shop"
             provider = "asello"
             secrets = ["super-secret-value"]"#,
+        );
+        assert_eq!(
+            found.len(),
+            1,
+            "the too-short secret is reported: {found:?}"
         );
         assert!(
             found.iter().all(|p| !p.contains("super-secret-value")),

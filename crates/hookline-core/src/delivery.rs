@@ -209,5 +209,8 @@ mod tests {
     fn rejection_messages_never_echo_the_signature() {
         let err = run(&[(HEADER, "deadbeefcafe")], b"{}").unwrap_err();
         assert!(!err.to_string().contains("deadbeef"));
+        // Nor the signature that would have matched.
+        assert!(!err.to_string().contains(&sig(b"{}")));
+        assert!(!format!("{err:?}").contains(&sig(b"{}")));
     }
 }

@@ -404,11 +404,13 @@ mod tests {
 
     #[test]
     fn replays_drop_the_dead_letter_headers() {
-        let props = BasicProperties::default().with_headers(headers::string_headers([
+        let mut table = headers::string_headers([
             (ERROR, "boom"),
             (DIED_AT, "2026-11-29T00:00:00.000Z"),
             (wire::SOURCE, "aisle"),
-        ]));
+        ]);
+        table.insert(ATTEMPTS.into(), AMQPValue::LongUInt(5));
+        let props = BasicProperties::default().with_headers(table);
         let replay = replay_properties(&props);
         let table = replay.headers().as_ref();
         assert_eq!(
@@ -417,6 +419,7 @@ mod tests {
         );
         assert!(headers::header_str(table, ERROR).is_none());
         assert!(headers::header_str(table, DIED_AT).is_none());
+        assert!(!table.unwrap().inner().contains_key(ATTEMPTS));
         assert!(headers::header_str(table, REPLAYED_AT).is_some());
         assert_eq!(replay.delivery_mode(), &Some(2));
     }
