@@ -8,17 +8,84 @@ use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use std::time::Duration;
 
+/// A worker alone on a fresh prefix, and a confirmed channel to put raw messages on its
+/// ingress queue as if an ingress had.
+struct Rig {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _dir: tempfile::TempDir,
+    worker: Process,
+    broker: Broker,
+    ingress_queue: String,
+    dead: crate::support::Watch,
+    channel: lapin::Channel,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let serial = serial().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig::new(dir.path());
+        let worker = Process::start(&config.write(), "worker");
+        wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
+        let broker = Broker::connect(&config.prefix).await;
+        let dead = broker.watch_queue(&format!("{}.dead", config.prefix)).await;
+        let channel = broker.connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Self {
+            _serial: serial,
+            _dir: dir,
+            worker,
+            broker,
+            ingress_queue: format!("{}.ingress", config.prefix),
+            dead,
+            channel,
+        }
+    }
+
+    /// Publishes `body` on the ingress queue and waits for the broker's confirm.
+    async fn publish(&self, body: &[u8], properties: BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.ingress_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// The queue is drained and nothing was ever put back for a retry.
+    async fn assert_settled_without_retries(&self) {
+        self.broker
+            .wait_empty(&self.ingress_queue, Duration::from_secs(5))
+            .await;
+        assert!(
+            self.worker
+                .log_lines_with("message", "Delivery failed; it will be retried.")
+                .is_empty(),
+            "poison is never retried"
+        );
+    }
+}
+
+/// How many attempts a dead letter says were made.
+fn attempts(properties: &BasicProperties) -> Option<&lapin::types::AMQPValue> {
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-hookline-attempts"))
+}
+
 #[tokio::test]
 async fn poison_deliveries_are_dead_lettered_with_their_error() {
-    let _serial = serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = TestConfig::new(dir.path());
-    let path = config.write();
-    let worker = Process::start(&path, "worker");
-    wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
-    let broker = Broker::connect(&config.prefix).await;
-    let ingress_queue = format!("{}.ingress", config.prefix);
-    let mut dead = broker.watch_queue(&format!("{}.dead", config.prefix)).await;
+    let mut rig = Rig::start().await;
 
     let ours = |provider: &str| {
         headers::string_headers([
@@ -75,27 +142,11 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
         r#"{"id":"x","event":"y"}"#,
         r#"{"id":"x","event":"y"}"#,
     ];
-    let channel = broker.connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     for ((_, props, _), body) in cases.iter().zip(bodies) {
-        channel
-            .basic_publish(
-                "".into(),
-                ingress_queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                props.clone(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        rig.publish(body.as_bytes(), props.clone()).await;
     }
 
-    let mut got = dead.take(cases.len(), Duration::from_secs(10)).await;
+    let mut got = rig.dead.take(cases.len(), Duration::from_secs(10)).await;
     for ((name, props, expected), body) in cases.iter().zip(bodies) {
         // Each letter matches one case only: same body, same message id, its own error.
         let index = got
@@ -110,37 +161,26 @@ async fn poison_deliveries_are_dead_lettered_with_their_error() {
         let seen = got.remove(index);
         // Dead-lettered at once, not after max_attempts retries.
         assert_eq!(
-            seen.properties
-                .headers()
-                .as_ref()
-                .unwrap()
-                .inner()
-                .get("x-hookline-attempts"),
+            attempts(&seen.properties),
             Some(&lapin::types::AMQPValue::LongUInt(1)),
             "{name}"
         );
     }
     assert!(
-        dead.rest(Duration::from_secs(1)).await.is_empty(),
+        rig.dead.rest(Duration::from_secs(1)).await.is_empty(),
         "each poison delivery once"
     );
-    broker
-        .wait_empty(&ingress_queue, Duration::from_secs(5))
-        .await;
-    let letters = worker.log_lines_with("message", "Delivery dead-lettered.");
+    rig.assert_settled_without_retries().await;
+    let letters = rig
+        .worker
+        .log_lines_with("message", "Delivery dead-lettered.");
     assert_eq!(
         letters.len(),
         cases.len(),
         "one ERROR line per poison delivery"
     );
     assert!(letters.iter().all(|l| l["level"] == "ERROR"));
-    assert!(
-        worker
-            .log_lines_with("message", "Delivery failed; it will be retried.")
-            .is_empty(),
-        "poison is never retried"
-    );
-    broker.cleanup(&[]).await;
+    rig.broker.cleanup(&[]).await;
 }
 
 /// A batch message (as the ingress packs them) holding good and poison deliveries: the
@@ -151,16 +191,8 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
     use hookline_core::DeliveryMeta;
     use hookline_core::wire::{self, Entry};
 
-    let _serial = serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = TestConfig::new(dir.path());
-    let path = config.write();
-    let worker = Process::start(&path, "worker");
-    wait_for_status(&format!("{}/healthz", worker.metrics_base().await), 200).await;
-    let broker = Broker::connect(&config.prefix).await;
-    let ingress_queue = format!("{}.ingress", config.prefix);
-    let mut dead = broker.watch_queue(&format!("{}.dead", config.prefix)).await;
-    let mut events = broker.watch_events("#").await;
+    let mut rig = Rig::start().await;
+    let mut events = rig.broker.watch_events("#").await;
 
     let entry = |provider: &str, body: &str| Entry {
         meta: DeliveryMeta {
@@ -179,36 +211,11 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
         entry("paypal", r#"{"id":"x"}"#),
     ];
     let message = wire::batch_entries(&entries);
-    let channel = broker.connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let publish = |body: Vec<u8>, properties: BasicProperties| {
-        let (channel, queue) = (channel.clone(), ingress_queue.clone());
-        async move {
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    properties.with_delivery_mode(2),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-    };
-    publish(
-        message.body.to_vec(),
-        hookline_amqp::message::properties(&message),
-    )
-    .await;
+    rig.publish(&message.body, hookline_amqp::message::properties(&message))
+        .await;
     // Claims to be a batch but is not one: nothing to split, dead-lettered as it came.
-    publish(
-        b"HLB\x01\xff\xff\xff\xff".to_vec(),
+    rig.publish(
+        b"HLB\x01\xff\xff\xff\xff",
         BasicProperties::default()
             .with_message_id("corrupt-batch".into())
             .with_content_type(wire::BATCH_CONTENT_TYPE.into()),
@@ -220,7 +227,7 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
     ids.sort();
     assert_eq!(ids, ["aisle:batch-good-1", "aisle:batch-good-2"]);
 
-    let letters = dead.take(3, Duration::from_secs(10)).await;
+    let letters = rig.dead.take(3, Duration::from_secs(10)).await;
     for (poison, error) in [(&entries[1], "`id`"), (&entries[3], "unknown provider")] {
         let letter = letters
             .iter()
@@ -242,12 +249,7 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
         assert!(header("x-hookline-error").is_some_and(|e| e.contains(error)));
         assert!(header("x-hookline-died-at").is_some());
         assert_eq!(
-            props
-                .headers()
-                .as_ref()
-                .unwrap()
-                .inner()
-                .get("x-hookline-attempts"),
+            attempts(props),
             Some(&lapin::types::AMQPValue::LongUInt(1)),
             "dead-lettered at once"
         );
@@ -260,16 +262,9 @@ async fn one_poison_delivery_in_a_batch_is_dead_lettered_alone() {
         .find(|l| l.properties.message_id().as_ref().map(|i| i.as_str()) == Some("corrupt-batch"))
         .expect("the unsplittable batch is dead-lettered whole");
     assert_eq!(corrupt.raw, b"HLB\x01\xff\xff\xff\xff");
-    assert!(dead.rest(Duration::from_secs(1)).await.is_empty());
+    assert!(rig.dead.rest(Duration::from_secs(1)).await.is_empty());
     assert!(events.rest(Duration::from_millis(500)).await.is_empty());
     // Nothing ready and nothing held unacked: the batch was acked.
-    broker
-        .wait_empty(&ingress_queue, Duration::from_secs(5))
-        .await;
-    assert!(
-        worker
-            .log_lines_with("message", "Delivery failed; it will be retried.")
-            .is_empty()
-    );
-    broker.cleanup(&[]).await;
+    rig.assert_settled_without_retries().await;
+    rig.broker.cleanup(&[]).await;
 }

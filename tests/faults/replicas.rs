@@ -34,17 +34,23 @@ async fn active(workers: &[&Process], within: Duration) -> usize {
     }
 }
 
+/// A config with `amqp.failover` on, and the queue report a failing test prints.
+fn failover_config(dir: &std::path::Path) -> (TestConfig, QueueReport) {
+    let mut config = TestConfig::new(dir);
+    config.amqp_extra = "failover = true".into();
+    let report = QueueReport {
+        prefix: config.prefix.clone(),
+    };
+    (config, report)
+}
+
 const ACTIVE: &str = "Active worker: caught up with the processed-id history; processing.";
 
 #[tokio::test]
 async fn active_worker_killed_under_load_the_standby_takes_over() {
     let _serial = serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = TestConfig::new(dir.path());
-    config.amqp_extra = "failover = true".into();
-    let _report = QueueReport {
-        prefix: config.prefix.clone(),
-    };
+    let (config, _report) = failover_config(dir.path());
     let ingress = Process::start(&replica(&config, "in"), "ingress");
     let mut a = Process::start(&replica(&config, "a"), "worker");
     let mut b = Process::start(&replica(&config, "b"), "worker");
@@ -97,11 +103,7 @@ async fn active_worker_killed_under_load_the_standby_takes_over() {
 async fn a_new_replica_on_an_empty_disk_knows_the_history() {
     let _serial = serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = TestConfig::new(dir.path());
-    config.amqp_extra = "failover = true".into();
-    let _report = QueueReport {
-        prefix: config.prefix.clone(),
-    };
+    let (config, _report) = failover_config(dir.path());
     let ingress = Process::start(&replica(&config, "in"), "ingress");
     let mut old = Process::start(&replica(&config, "old"), "worker");
     let base = ingress.base().await;

@@ -1,24 +1,8 @@
 //! CONTRACT section 1: subcommands, exit codes, config errors naming file and key,
 //! environment overrides, JSON logs and graceful shutdown.
 
-use crate::support::{TestConfig, start};
-use std::process::Command;
+use crate::support::{TestConfig, run as hookline, start};
 use std::time::Duration;
-
-fn hookline(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("HOOKLINE_CONFIG")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 #[test]
 fn check_config_exit_codes_and_messages() {

@@ -790,3 +790,20 @@ impl Watch {
         }
     }
 }
+
+/// Runs the hookline binary to completion with `args` and extra `env` (never the
+/// caller's `HOOKLINE_CONFIG`): its exit code and stdout followed by stderr.
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("HOOKLINE_CONFIG")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

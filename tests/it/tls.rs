@@ -339,19 +339,7 @@ async fn stalled_handshakes_are_cut_off_and_hold_their_connection_slot() {
 }
 
 fn check_config(config: &Path) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .arg("--config")
-        .arg(config)
-        .arg("check-config")
-        .env_remove("HOOKLINE_CONFIG")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    crate::support::run(&["--config", config.to_str().unwrap(), "check-config"], &[])
 }
 
 #[test]
@@ -412,13 +400,9 @@ fn unusable_tls_files_are_config_errors_naming_key_and_file() {
         }
     }
     // The ingress refuses to start the same way, before it binds or connects to anything.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
-        .arg("--config")
-        .arg(config.write())
-        .arg("ingress")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let path = config.write();
+    let (code, text) = crate::support::run(&["--config", path.to_str().unwrap(), "ingress"], &[]);
+    assert_eq!(code, 2, "{text}");
 }
 
 #[tokio::test]

@@ -185,6 +185,8 @@ pub async fn run(
     ));
     let prober = spool.spawn_prober(SPOOL_PROBE_EVERY, broker_stop.clone());
     telemetry::register(&config.sources);
+    // Set once before anything can scrape, so the series exists from the first answer.
+    telemetry::ready(durable.ready());
     let readiness = {
         let (durable, stop) = (durable.clone(), broker_stop.clone());
         tokio::spawn(async move {
