@@ -75,6 +75,9 @@ impl Running {
     }
 }
 
+/// Aisle waits this long for an answer, and is the least patient sender.
+const AISLE_BUDGET: Duration = Duration::from_millis(1000);
+
 #[tokio::test]
 async fn broker_stopped_and_started_under_load() {
     let _serial = serial().await;
@@ -115,16 +118,17 @@ async fn resource_alarm_spools_within_the_deadline_then_drains() {
     rabbitmqctl(&["set_disk_free_limit", "100000GB"]);
     let stop = Arc::new(AtomicBool::new(false));
     let result = load(run.base(), "alarm", 600, 150, stop).await;
-    let p99 = result.quantile(0.99);
+    let (p99, max) = (result.quantile(0.99), result.quantile(1.0));
     rabbitmqctl(&["set_disk_free_limit", "50000000"]);
     assert!(result.failed.is_empty(), "{:?}", result.failed);
     let spooled = run.spooled().await;
     assert!(!spooled.is_empty(), "the ingress spooled during the alarm");
-    // At most the first requests wait out ack_deadline_ms (800 ms); then straight to the spool.
-    assert!(p99 < Duration::from_millis(1000), "p99 {p99:?}");
+    // A blocked publish is hedged by the spool after hedge_after_ms: every answer comes
+    // well inside Aisle's 1000 ms (the README reports the measured maximum).
+    assert!(max < AISLE_BUDGET, "slowest answer {max:?}");
     let duplicates = run.finish(&result.accepted).await;
     eprintln!(
-        "alarm: {} accepted, p99 {p99:?}, {duplicates} duplicate ids",
+        "alarm: {} accepted, p99 {p99:?}, max {max:?}, {duplicates} duplicate ids",
         result.accepted.len()
     );
     assert!(duplicates <= IN_FLIGHT_BOUND);
@@ -158,9 +162,11 @@ async fn frozen_connection_is_noticed_by_heartbeats() {
         "the ingress noticed the frozen connection: {:#?}",
         run.ingress.all_lines()
     );
+    let max = result.quantile(1.0);
+    assert!(max < AISLE_BUDGET, "slowest answer {max:?}");
     let duplicates = run.finish(&result.accepted).await;
     eprintln!(
-        "frozen: {} accepted, p99 {:?}, {duplicates} duplicate ids",
+        "frozen: {} accepted, p99 {:?}, max {max:?}, {duplicates} duplicate ids",
         result.accepted.len(),
         result.quantile(0.99)
     );
