@@ -200,6 +200,8 @@ impl Cluster {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // Exactly these three: the machine's node must never be part of it.
+        assert_eq!(running.len(), NODES.len(), "unexpected members: {status}");
         for node in NODES {
             assert!(
                 running.iter().any(|n| n.as_str() == Some(&node.name())),
@@ -285,6 +287,21 @@ impl Cluster {
                 seed.must(&["enable_feature_flag", flag]);
             }
         }
+    }
+
+    /// The node's `[error]` lines so far (a crashed channel is told to the client only as
+    /// INTERNAL_ERROR; the reason is here).
+    pub(crate) fn errors(&self, node: Node, most: usize) -> Vec<String> {
+        let log = self
+            .node_dir(node)
+            .join("log")
+            .join(format!("{}.log", node.name()));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("[error]"))
+            .take(most)
+            .map(str::to_owned)
+            .collect()
     }
 
     fn log_tail(&self, node: Node, lines: usize) -> String {
@@ -723,6 +740,18 @@ async fn cluster_node_lost_under_load_with_quorum_queues() {
     for line in worker.all_lines() {
         if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
             eprintln!("  worker: {line}");
+        }
+    }
+    // Seen once at the worker's first consume (the stream just declared): the client only
+    // gets INTERNAL_ERROR, the broker's log says why.
+    let internal = [&ingress, &worker]
+        .iter()
+        .any(|p| p.all_lines().iter().any(|l| l.contains("INTERNAL_ERROR")));
+    if internal {
+        for node in NODES {
+            for line in cluster.errors(node, 40) {
+                eprintln!("  {}: {line}", node.name());
+            }
         }
     }
     eprintln!(
