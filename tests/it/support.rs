@@ -47,7 +47,10 @@ pub(crate) struct TestConfig {
     pub(crate) ingress_listen: String,
     /// `worker.metrics_listen`, port 0 by default.
     pub(crate) metrics_listen: String,
+    /// `amqp.url`; empty leaves it out (e.g. for `urls` in [`TestConfig::amqp_extra`]).
     pub(crate) amqp_url: String,
+    /// Lines added to `[amqp]`.
+    pub(crate) amqp_extra: String,
     /// `ingress.max_body_bytes` (4096 unless a test needs more).
     pub(crate) max_body_bytes: usize,
     /// Lines added to `[ingress]`.
@@ -71,6 +74,7 @@ impl TestConfig {
             ingress_listen: "127.0.0.1:0".into(),
             metrics_listen: "127.0.0.1:0".into(),
             amqp_url: AMQP_URL.into(),
+            amqp_extra: String::new(),
             max_body_bytes: 4096,
             ingress_extra: String::new(),
             amqp_extra: String::new(),
@@ -90,8 +94,7 @@ max_body_bytes = {max_body_bytes}
 ack_deadline_ms = 800
 {ingress_extra}
 [amqp]
-url = "{url}"
-prefix = "{prefix}"
+{url}prefix = "{prefix}"
 {amqp_extra}
 [storage]
 dir = "{dir}"
@@ -132,7 +135,13 @@ secrets = ["{SW_SECRET}"]
             amqp_extra = self.amqp_extra,
             storage_extra = self.storage_extra,
             max_body_bytes = self.max_body_bytes,
-            url = self.amqp_url,
+            // Setting both `url` and `urls` is a config error.
+            url = if self.amqp_url.is_empty() {
+                String::new()
+            } else {
+                format!("url = \"{}\"\n", self.amqp_url)
+            },
+            amqp_extra = self.amqp_extra,
             prefix = self.prefix,
             dir = self.dir.join("data").display(),
             extra = self.extra,
@@ -502,9 +511,14 @@ pub(crate) struct Broker {
 impl Broker {
     /// Connects; fails loudly when RabbitMQ is not running.
     pub(crate) async fn connect(prefix: &str) -> Self {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        Self::connect_to(AMQP_URL, prefix).await
+    }
+
+    /// Connects to the node at `url` (e.g. one of a test cluster's).
+    pub(crate) async fn connect_to(url: &str, prefix: &str) -> Self {
+        let connection = Connection::connect(url, ConnectionProperties::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ must run at {AMQP_URL} for these tests: {e}"));
+            .unwrap_or_else(|e| panic!("RabbitMQ must run at {url} for these tests: {e}"));
         Self {
             connection,
             prefix: prefix.to_owned(),
@@ -519,7 +533,9 @@ impl Broker {
             auto_delete: true,
             ..Default::default()
         };
-        let (channel, queue) = self.bind_to_events("", options, pattern).await;
+        let (channel, queue) = self
+            .bind_to_events("", options, FieldTable::default(), pattern)
+            .await;
         self.consume(channel, &queue).await
     }
 
@@ -529,13 +545,14 @@ impl Broker {
         &self,
         queue: &str,
         options: QueueDeclareOptions,
+        arguments: FieldTable,
         pattern: &str,
     ) -> (lapin::Channel, String) {
         let exchange = format!("{}.events", self.prefix);
         retry_until_declared(|| async {
             let channel = self.connection.create_channel().await?;
             let declared = channel
-                .queue_declare(queue.into(), options, FieldTable::default())
+                .queue_declare(queue.into(), options, arguments.clone())
                 .await?;
             channel
                 .queue_bind(
@@ -605,12 +622,18 @@ impl Broker {
     /// Declares a durable queue `<prefix>.observer` bound to every event, so a test can
     /// read what was published across a broker restart; returns its name.
     pub(crate) async fn observe_events(&self) -> String {
+        self.observe_events_with(FieldTable::default()).await
+    }
+
+    /// Like [`Broker::observe_events`], declaring the queue with `arguments` (e.g. a quorum
+    /// queue, whose events survive the loss of a cluster node).
+    pub(crate) async fn observe_events_with(&self, arguments: FieldTable) -> String {
         let name = format!("{}.observer", self.prefix);
         let options = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        let (channel, _) = self.bind_to_events(&name, options, "#").await;
+        let (channel, _) = self.bind_to_events(&name, options, arguments, "#").await;
         let _ = channel.close(200, "".into()).await;
         name
     }

@@ -72,21 +72,22 @@ pub struct NotStored;
 type Append = JoinHandle<Result<u64, StorageError>>;
 
 impl Durable {
-    /// Publishes to `queue` on `broker`, hedged by `spool` after `hedge_after`; a store that
-    /// is not durable after `deadline` fails.
+    /// Publishes to `queue` on `broker`, hedged by `spool` after `hedge_after` (at least, if
+    /// the queue is `replicated`); a store that is not durable after `deadline` fails.
     pub fn new(
         broker: Broker,
         spool: Spool,
         queue: String,
         deadline: Duration,
         hedge_after: Option<Duration>,
+        replicated: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 publisher: Publisher::start(broker.clone(), queue.clone()),
                 broker,
                 spool,
-                mode: Mode::new(hedge_after),
+                mode: Mode::new(hedge_after, replicated),
                 queue,
                 deadline,
                 wake_drainer: Notify::new(),
@@ -223,7 +224,13 @@ impl Durable {
         let durable = self.clone();
         self.hedged().insert(seq);
         tokio::spawn(async move {
-            let confirmed = matches!(confirm.await, Ok(Ok(_)));
+            let confirmed = match confirm.await {
+                Ok(Ok(latency)) => {
+                    durable.inner.mode.confirmed_late(latency);
+                    true
+                }
+                _ => false,
+            };
             if confirmed {
                 let _ = durable.inner.spool.remove(vec![seq]).await;
             }

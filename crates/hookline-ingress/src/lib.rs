@@ -22,6 +22,7 @@ pub use tls::{Tls, TlsError};
 
 use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
+use hookline_core::config::QueueType;
 use hookline_core::storage::StorageError;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;
@@ -174,6 +175,7 @@ pub async fn run(
         topology.ingress_queue(),
         config.ingress.ack_deadline(),
         config.ingress.hedge_after(),
+        config.amqp.queue_type == QueueType::Quorum,
     );
     let drainer = tokio::spawn(spool::drain::run(durable.clone(), broker_stop.clone()));
     let orphans = tokio::spawn(spool::orphans::run(

@@ -282,6 +282,7 @@ mod tests {
             "routertest.ingress".into(),
             Duration::from_millis(200),
             Some(Duration::from_millis(3)),
+            false,
         );
         let sources = [
             SourceSpec::new(
