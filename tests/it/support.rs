@@ -55,8 +55,6 @@ pub(crate) struct TestConfig {
     pub(crate) max_body_bytes: usize,
     /// Lines added to `[ingress]`.
     pub(crate) ingress_extra: String,
-    /// Lines added to `[amqp]`.
-    pub(crate) amqp_extra: String,
     /// Lines added to `[storage]`.
     pub(crate) storage_extra: String,
     /// Text appended to the file (more sections or sources).
@@ -77,7 +75,6 @@ impl TestConfig {
             amqp_extra: String::new(),
             max_body_bytes: 4096,
             ingress_extra: String::new(),
-            amqp_extra: String::new(),
             storage_extra: String::new(),
             extra: String::new(),
             _tmp: None,
@@ -132,7 +129,6 @@ secrets = ["{SW_SECRET}"]
             ingress = self.ingress_listen,
             metrics = self.metrics_listen,
             ingress_extra = self.ingress_extra,
-            amqp_extra = self.amqp_extra,
             storage_extra = self.storage_extra,
             max_body_bytes = self.max_body_bytes,
             // Setting both `url` and `urls` is a config error.
