@@ -833,9 +833,9 @@ async fn cluster_quorum_config_over_a_classic_queue_names_the_migration() {
         "x-delivery-limit = 8",
         &format!("x-dead-letter-exchange = {p}.dead"),
         "To migrate",
-        "let the worker drain",
+        "run the worker with its previous config",
         &format!("rabbitmqctl delete_queue {queue}"),
-        "restart hookline",
+        "start the worker with the new config",
     ] {
         assert!(error.contains(part), "{part:?} missing from {error:?}");
     }

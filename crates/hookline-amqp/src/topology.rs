@@ -227,7 +227,7 @@ impl Topology {
     fn migration(&self, queue: &str) -> String {
         if queue == self.ingress_queue() {
             format!(
-                "keep the ingress running (it spools while it cannot publish) or stop it, let the worker drain {queue} (or run an older config's worker) until it is empty, delete it (`rabbitmqctl delete_queue {queue}`), then restart hookline, which declares it anew"
+                "run the worker with its previous config (the one that declared {queue}) until the queue is empty, while the ingress with the new config spools what arrives meanwhile; delete it (`rabbitmqctl delete_queue {queue}`); the ingress, retrying, then declares it anew and drains its spool into it; start the worker with the new config"
             )
         } else {
             format!(
