@@ -5,11 +5,6 @@ mod logging;
 mod shutdown;
 mod tools;
 
-/// mimalloc returns freed memory to the system promptly and fragments less than the
-/// system allocator under many connections: a second attack peaks no higher than the first.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use hookline_core::Config;
 use hookline_core::config::{ConfigError, Problem};

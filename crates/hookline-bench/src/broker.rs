@@ -74,8 +74,10 @@ pub(crate) async fn purge(connection: &Connection, queue: &str) -> Result<u32> {
 pub(crate) async fn count_deliveries(connection: &Connection, queue: &str) -> Result<u64> {
     let channel = connection.create_channel().await?;
     let messages = queue_depth(&channel, queue).await?;
+    // No prefetch limit: every message stays unacked until the channel closes, so a limit
+    // would stop the count at that many messages.
     channel
-        .basic_qos(1000, lapin::options::BasicQosOptions::default())
+        .basic_qos(0, lapin::options::BasicQosOptions::default())
         .await?;
     let mut consumer = channel
         .basic_consume(
