@@ -96,8 +96,11 @@ async fn send_is_seen_by_tail_while_unrouted_still_captures_it() {
     let broker = Broker::connect(&config.prefix).await;
     let readable = Tail::start(&config, &[]);
     let json = Tail::start(&config, &["aisle.ticket.*", "--json"]);
-    readable.wait_for("Ctrl-C to stop").await;
-    json.wait_for("Ctrl-C to stop").await;
+    for tail in [&readable, &json] {
+        // The banner comes once the worker's presence probe reached the tail.
+        let banner = tail.wait_for("Ctrl-C to stop").await;
+        assert!(!banner.contains("no worker"), "{banner}");
+    }
 
     let sent = hookline(
         &config,
@@ -415,4 +418,78 @@ fn help_lists_every_command_with_one_line() {
             "{command} has no description: {line}"
         );
     }
+}
+
+/// Sends one Aisle delivery with event `id` through `hookline send`.
+fn send_aisle(config: &TestConfig, base: &str, id: &str) {
+    let sent = hookline(config, &["send", "aisle", "--url", base, "--id", id]);
+    assert!(sent.status.success(), "{}", stdout(&sent));
+}
+
+/// Waits until `queue` holds `count` messages, then a moment more to see that no more come.
+async fn settles_at(broker: &Broker, queue: &str, count: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.depth(queue).await < count {
+        assert!(Instant::now() < deadline, "{queue} never reached {count}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(broker.depth(queue).await, count, "{queue}");
+}
+
+/// The worker copies events to `<prefix>.observe` only while a tail is bound there: a queue
+/// bound without the presence key sees copies exactly while a tail runs.
+#[tokio::test]
+async fn events_are_copied_to_observers_only_while_a_tail_runs() {
+    let (config, _hookline, base) = start("run").await;
+    let broker = Broker::connect(&config.prefix).await;
+    let unrouted = format!("{}.unrouted", config.prefix);
+    let spy = format!("{}.spy", config.prefix);
+    let channel = broker.connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            spy.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let observe = format!("{}.observe", config.prefix);
+    let bind = || {
+        channel.queue_bind(
+            spy.as_str().into(),
+            observe.as_str().into(),
+            "aisle.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+    };
+    // The worker declares the exchange; it may not have yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bind().await.is_err() {
+        assert!(Instant::now() < deadline, "{observe} was never declared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    send_aisle(&config, &base, "unobserved-1");
+    settles_at(&broker, &unrouted, 1).await;
+    assert_eq!(broker.depth(&spy).await, 0, "copied with nobody observing");
+
+    let tail = Tail::start(&config, &["sixpark.#"]);
+    let banner = tail.wait_for("Ctrl-C to stop").await;
+    assert!(!banner.contains("no worker"), "{banner}");
+    send_aisle(&config, &base, "observed-1");
+    settles_at(&broker, &unrouted, 2).await;
+    settles_at(&broker, &spy, 1).await;
+
+    drop(tail);
+    // The next probe finds nobody: copies stop within a probe interval or two.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send_aisle(&config, &base, "unobserved-2");
+    settles_at(&broker, &unrouted, 3).await;
+    assert_eq!(broker.depth(&spy).await, 1, "copied after the tail left");
+    broker.cleanup(&[&spy]).await;
 }

@@ -12,4 +12,4 @@ pub use broker::{Broker, BrokerOptions};
 pub use error::PublishError;
 pub use lapin;
 pub use session::{CLOSE_TIMEOUT, Pending, Session};
-pub use topology::{Topology, TopologyError};
+pub use topology::{PRESENCE_KEY, Topology, TopologyError};

@@ -15,6 +15,11 @@ use lapin::{Channel, ExchangeKind};
 /// before it can count the attempt); hookline's own counting acts first.
 const DELIVERY_LIMIT_MARGIN: u32 = 5;
 
+/// The routing key of the worker's presence probes on `<prefix>.observe`. Every observer
+/// binds it besides its patterns, so a probe is routed exactly while someone observes; it
+/// has no dot, so no event's routing key is ever equal to it.
+pub const PRESENCE_KEY: &str = "hookline-observer-presence";
+
 /// Names derived from `amqp.prefix`, the subscription queues, and how queues are declared.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -93,8 +98,9 @@ impl Topology {
     }
 
     /// `<prefix>.observe`: a topic exchange carrying a copy of every event for observers
-    /// (`hookline tail`). Binding there never makes an event "routed" on `<prefix>.events`,
-    /// so the unrouted capture stays exact while observers watch.
+    /// (`hookline tail`) while any is bound there. Binding there never makes an event
+    /// "routed" on `<prefix>.events`, so the unrouted capture stays exact while observers
+    /// watch. Observers also bind [`PRESENCE_KEY`].
     pub fn observe_exchange(&self) -> String {
         format!("{}.observe", self.prefix)
     }

@@ -70,9 +70,7 @@ impl E2eResult {
 
     /// Events per second as a share of `ceiling` msg/s, when there is one.
     pub(crate) fn of_ceiling(&self, ceiling: Option<f64>) -> Option<f64> {
-        ceiling
-            .filter(|c| *c > 0.0)
-            .map(|c| self.events_rate / c)
+        ceiling.filter(|c| *c > 0.0).map(|c| self.events_rate / c)
     }
 
     /// Every accepted id arrived exactly once.

@@ -3,17 +3,26 @@
 //! `<prefix>.events`: a tail must not make events "routed" there, or the alternate exchange
 //! would stop keeping unbound events in `<prefix>.unrouted`. The queue is exclusive and
 //! auto-deleted: it lives exactly as long as the tail.
+//!
+//! The worker copies events there only while an observer is bound, which it learns from a
+//! probe it publishes once a second with [`PRESENCE_KEY`]; the tail binds that key too and
+//! says it is watching once the first probe reached it, so what it prints from then on is
+//! every event.
 
 use crate::connect;
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt;
-use hookline_amqp::Topology;
+use hookline_amqp::{PRESENCE_KEY, Topology};
 use hookline_core::Config;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
 use std::future::Future;
 use std::io::Write;
+use std::time::Duration;
+
+/// How long the tail waits for a worker's presence probe before it says it watches anyway.
+const PROBE_WAIT: Duration = Duration::from_secs(3);
 
 /// Longest data summary on a readable line.
 const SUMMARY_CHARS: usize = 100;
@@ -52,12 +61,12 @@ pub async fn run(
         )
         .await?;
     let exchange = topology.observe_exchange();
-    for pattern in &patterns {
+    for pattern in patterns.iter().map(String::as_str).chain([PRESENCE_KEY]) {
         channel
             .queue_bind(
                 queue.name().clone(),
                 exchange.as_str().into(),
-                pattern.as_str().into(),
+                pattern.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -75,20 +84,34 @@ pub async fn run(
             FieldTable::default(),
         )
         .await?;
-    eprintln!(
+    let banner = format!(
         "hookline tail: events on {exchange} matching {} (Ctrl-C to stop)",
         patterns.join(" ")
     );
-    tokio::pin!(stop);
+    let mut announced = false;
+    let probe_wait = tokio::time::sleep(PROBE_WAIT);
+    tokio::pin!(stop, probe_wait);
     loop {
         let next = tokio::select! {
             () = &mut stop => break,
+            () = &mut probe_wait, if !announced => {
+                announced = true;
+                eprintln!("{banner}; no worker has seen this tail yet: events show once one does");
+                continue;
+            }
             next = consumer.next() => next,
         };
         let Some(delivery) = next else {
             anyhow::bail!("the broker ended the tail's consumer");
         };
         let delivery = delivery?;
+        if delivery.routing_key.as_str() == PRESENCE_KEY {
+            if !announced {
+                announced = true;
+                eprintln!("{banner}");
+            }
+            continue;
+        }
         let line = if json {
             String::from_utf8_lossy(&delivery.data).into_owned()
         } else {

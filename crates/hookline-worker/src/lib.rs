@@ -7,6 +7,7 @@ mod consume;
 mod failures;
 mod history;
 mod metrics_server;
+mod observers;
 mod process;
 pub mod processed;
 mod recorder;
@@ -20,6 +21,7 @@ use hookline_amqp::{Broker, BrokerOptions, Topology};
 use hookline_core::Config;
 use hookline_core::storage::StorageError;
 use metrics_exporter_prometheus::PrometheusHandle;
+use observers::Observers;
 use process::Context;
 use processed::ProcessedStore;
 use recorder::Recorder;
@@ -106,6 +108,13 @@ pub async fn run(
             let session = session.clone();
             tokio::spawn(async move { history.tail(session).await })
         });
+        let observers = Observers::default();
+        let probing = CancellationToken::new();
+        tokio::spawn(
+            observers
+                .clone()
+                .watch(session.clone(), topology.clone(), probing.clone()),
+        );
         let ctx = Arc::new(Context {
             broker: broker.clone(),
             session,
@@ -116,8 +125,10 @@ pub async fn run(
             topology: topology.clone(),
             max_attempts: config.worker.max_attempts,
             history: history.clone(),
+            observers,
         });
         let stopped = consume(ctx, config.worker.prefetch, &shutdown).await;
+        probing.cancel();
         telemetry::inactive();
         if let Some(tail) = tail {
             tail.abort();

@@ -13,6 +13,7 @@
 use crate::claims::Claims;
 use crate::failures::Failures;
 use crate::history::{History, HistoryError};
+use crate::observers::Observers;
 use crate::processed::ProcessedStore;
 use crate::recorder::Recorder;
 use crate::telemetry::{self, Outcome};
@@ -30,6 +31,7 @@ use hookline_core::wire::{self, Entry, FormatError};
 use hookline_core::{Envelope, normalize_delivery};
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
 use tracing::{debug, warn};
@@ -49,6 +51,8 @@ pub(crate) struct Context {
     pub(crate) max_attempts: u32,
     /// The shared processed-id history, with `amqp.failover`.
     pub(crate) history: Option<History>,
+    /// Whether events are copied to `<prefix>.observe`.
+    pub(crate) observers: Observers,
 }
 
 /// Why processing a delivery failed.
@@ -69,6 +73,9 @@ pub(crate) enum ProcessError {
     /// The shared processed-id history failed.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A step done once for several deliveries of a message failed for all of them.
+    #[error(transparent)]
+    Shared(Arc<ProcessError>),
 }
 
 /// What to do about a failure.
@@ -95,6 +102,7 @@ impl ProcessError {
                 PublishError::NotConnected | PublishError::Amqp(_) | PublishError::Timeout(_),
             )) => Disposition::Lost,
             ProcessError::History(_) => Disposition::Retry,
+            ProcessError::Shared(error) => error.disposition(),
         }
     }
 }
@@ -123,7 +131,7 @@ pub(crate) async fn process(
             return;
         }
     };
-    let results = futures_util::future::join_all(entries.iter().map(|e| handle(ctx, e))).await;
+    let results = handle(ctx, &entries).await;
     let single = delivery
         .properties
         .content_type()
@@ -222,59 +230,78 @@ fn retry_pause(attempts: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempts.min(6))).min(Duration::from_secs(5))
 }
 
-async fn handle(ctx: &Context, entry: &Entry) -> Result<(), ProcessError> {
-    let envelopes = normalize_delivery(&entry.meta, &entry.body)?;
-    publish_new(ctx, envelopes, lane(entry)).await
-}
-
-/// One channel for all of a delivery's events keeps a batch's events in their order.
-fn lane(entry: &Entry) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    entry.meta.delivery_id.hash(&mut hasher);
-    hasher.finish() as usize
-}
-
-async fn publish_new(
-    ctx: &Context,
-    envelopes: Vec<Envelope>,
-    lane: usize,
-) -> Result<(), ProcessError> {
+/// Handles every delivery of a message; one result per delivery, in order.
+///
+/// The work is done once per message, not per delivery: one claim and one store lookup for
+/// all its event ids, every new event published before any confirm is awaited, and one
+/// record of what was confirmed. A failure is its delivery's own (a body that cannot be
+/// normalized, an event the broker refused), or, for a step done once, the failure of
+/// every delivery that needed it.
+async fn handle(ctx: &Context, entries: &[Entry]) -> Vec<Result<(), ProcessError>> {
+    let mut results: Vec<Result<(), ProcessError>> = Vec::with_capacity(entries.len());
+    // Each new event id once, with the delivery it came from.
+    let mut events: Vec<(usize, Envelope)> = Vec::new();
     let mut seen = HashSet::new();
-    let mut unique = Vec::with_capacity(envelopes.len());
-    for envelope in envelopes {
-        if seen.insert(envelope.id.clone()) {
-            unique.push(envelope);
-        } else {
-            telemetry::event(&envelope, Outcome::Duplicate);
+    for (owner, entry) in entries.iter().enumerate() {
+        match normalize_delivery(&entry.meta, &entry.body) {
+            Ok(envelopes) => {
+                results.push(Ok(()));
+                for envelope in envelopes {
+                    if seen.insert(envelope.id.clone()) {
+                        events.push((owner, envelope));
+                    } else {
+                        telemetry::event(&envelope, Outcome::Duplicate);
+                    }
+                }
+            }
+            Err(error) => results.push(Err(error.into())),
         }
     }
-    let ids: Vec<String> = unique.iter().map(|e| e.id.clone()).collect();
+    if events.is_empty() {
+        return results;
+    }
+    let fail_all = |results: &mut Vec<Result<(), ProcessError>>,
+                    owners: &mut dyn Iterator<Item = usize>,
+                    error: ProcessError| {
+        let shared = Arc::new(error);
+        for owner in owners {
+            if results[owner].is_ok() {
+                results[owner] = Err(ProcessError::Shared(shared.clone()));
+            }
+        }
+    };
+
+    let ids: Vec<String> = events.iter().map(|(_, e)| e.id.clone()).collect();
     let _held = ctx.claims.claim(ids.clone()).await;
-    let known = ctx.store.known(ids).await?;
-    let mut fresh = Vec::with_capacity(unique.len());
-    for (envelope, known) in unique.into_iter().zip(known) {
+    let known = match ctx.store.known(ids).await {
+        Ok(known) => known,
+        Err(error) => {
+            let mut owners = events.iter().map(|(owner, _)| *owner);
+            fail_all(&mut results, &mut owners, error.into());
+            return results;
+        }
+    };
+    let mut fresh = Vec::with_capacity(events.len());
+    for ((owner, envelope), known) in events.into_iter().zip(known) {
         if known {
             telemetry::event(&envelope, Outcome::Duplicate);
         } else {
-            fresh.push(envelope);
+            let body = serde_json::to_vec(&envelope).expect("an envelope always serializes");
+            fresh.push((owner, envelope, body));
         }
     }
     if fresh.is_empty() {
-        return Ok(());
+        return results;
     }
 
+    // Every publish first, then every confirm: one round trip for the whole message.
     let exchange = ctx.topology.events_exchange();
-    let mut failure = None;
     let mut pending = Vec::with_capacity(fresh.len());
-    let bodies: Vec<Vec<u8>> = fresh
-        .iter()
-        .map(|e| serde_json::to_vec(e).expect("an envelope always serializes"))
-        .collect();
-    for (envelope, body) in fresh.iter().zip(&bodies) {
+    for (owner, envelope, body) in &fresh {
         let sent = ctx
             .session
             .send(
-                lane,
+                lane(&entries[*owner]),
                 &exchange,
                 &envelope.routing_key(),
                 body,
@@ -282,51 +309,69 @@ async fn publish_new(
                 false,
             )
             .await;
+        pending.push(sent);
+    }
+    let confirms = futures_util::future::join_all(pending.into_iter().map(|sent| async move {
         match sent {
-            Ok(confirm) => pending.push(confirm),
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
+            Ok(confirm) => confirm.confirmed().await,
+            Err(error) => Err(error),
         }
-    }
-    let confirms = futures_util::future::join_all(pending.into_iter().map(|p| p.confirmed())).await;
-    let mut published = Vec::with_capacity(confirms.len());
-    for ((envelope, body), confirm) in fresh.iter().zip(&bodies).zip(confirms) {
+    }))
+    .await;
+    let mut published = Vec::with_capacity(fresh.len());
+    for ((owner, envelope, body), confirm) in fresh.iter().zip(confirms) {
         match confirm {
-            Ok(()) => published.push((envelope, body)),
+            Ok(()) => published.push((*owner, envelope, body)),
             Err(error) => {
-                failure.get_or_insert(error);
+                if results[*owner].is_ok() {
+                    results[*owner] = Err(error.into());
+                }
             }
         }
     }
-    if !published.is_empty() {
-        let ids: Vec<String> = published.iter().map(|(e, _)| e.id.clone()).collect();
-        // With failover, the shared history first: a replica taking over must know these
-        // ids even if this one dies before its own store has them.
-        if let Some(history) = &ctx.history {
-            history.append(ids.clone()).await?;
-        }
-        ctx.recorder.record(ids).await?;
-        let observe = ctx.topology.observe_exchange();
-        for (envelope, body) in published {
-            telemetry::event(envelope, Outcome::Published);
-            // Observers (`hookline tail`) get a copy; losing one costs them a line, not data.
-            let copy = ctx
-                .session
-                .send_best_effort(
-                    &observe,
-                    &envelope.routing_key(),
-                    body,
-                    properties(envelope),
-                )
-                .await;
-            if let Err(error) = copy {
-                debug!(%error, "Cannot copy an event to the observers' exchange.");
-            }
+    if published.is_empty() {
+        return results;
+    }
+
+    let ids: Vec<String> = published.iter().map(|(_, e, _)| e.id.clone()).collect();
+    // With failover, the shared history first: a replica taking over must know these ids
+    // even if this one dies before its own store has them.
+    let recorded = match &ctx.history {
+        Some(history) => match history.append(ids.clone()).await {
+            Ok(()) => ctx.recorder.record(ids).await.map_err(ProcessError::from),
+            Err(error) => Err(error.into()),
+        },
+        None => ctx.recorder.record(ids).await.map_err(ProcessError::from),
+    };
+    if let Err(error) = recorded {
+        let mut owners = published.iter().map(|(owner, _, _)| *owner);
+        fail_all(&mut results, &mut owners, error);
+        return results;
+    }
+    let observe = ctx
+        .observers
+        .present()
+        .then(|| ctx.topology.observe_exchange());
+    for (_, envelope, body) in published {
+        telemetry::event(envelope, Outcome::Published);
+        let Some(observe) = &observe else { continue };
+        // Observers (`hookline tail`) get a copy; losing one costs them a line, not data.
+        let copy = ctx
+            .session
+            .send_best_effort(observe, &envelope.routing_key(), body, properties(envelope))
+            .await;
+        if let Err(error) = copy {
+            debug!(%error, "Cannot copy an event to the observers' exchange.");
         }
     }
-    failure.map_or(Ok(()), |error| Err(error.into()))
+    results
+}
+
+/// One channel for all of a delivery's events keeps a delivery's events in their order.
+fn lane(entry: &Entry) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    entry.meta.delivery_id.hash(&mut hasher);
+    hasher.finish() as usize
 }
 
 /// Properties of a normalized event (CONTRACT section 6).
