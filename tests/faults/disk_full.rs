@@ -107,14 +107,7 @@ async fn full_spool_disk_answers_503_and_not_ready() {
     assert_eq!(status, 200, "spooling again after recovery");
     // Never a 200 it could not keep: every one answered before the disk filled, and the
     // one after, is in the spool.
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::scrape(&format!("{base}/metrics")).await;
     assert_eq!(
         crate::support::metric(&metrics, "hookline_spool_depth", &[]),
         (accepted + 1) as f64,

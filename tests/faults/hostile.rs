@@ -431,14 +431,7 @@ async fn refusals_cannot_flood_the_log_or_echo_attacker_text() {
     );
     assert!(log.len() < 64 * 1024, "{} bytes of log", log.len());
     // The counters still count every refusal.
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::scrape(&format!("{base}/metrics")).await;
     let count = |code: &str| -> f64 {
         metrics
             .lines()

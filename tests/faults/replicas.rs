@@ -127,12 +127,7 @@ async fn a_new_replica_on_an_empty_disk_knows_the_history() {
     let metrics = new.metrics_base().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = reqwest::get(format!("{metrics}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::support::scrape(&format!("{metrics}/metrics")).await;
         let ids = text
             .lines()
             .find(|l| l.starts_with("hookline_processed_ids "))

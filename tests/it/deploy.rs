@@ -7,7 +7,7 @@
 //! without them; `.ci/run` installs them. No Docker engine is needed: compose is only asked
 //! to resolve and validate the file.
 
-use crate::support::{self, Broker, NO_BROKER_URL};
+use crate::support::{self, Broker, NO_BROKER_URL, scrape};
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,14 +271,6 @@ impl Exported {
         self.samples.contains(name)
             && (self.types.contains_key(name) || self.types.contains_key(base_name(name)))
     }
-}
-
-async fn scrape(url: &str) -> String {
-    let response = reqwest::get(url)
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    assert_eq!(response.status().as_u16(), 200, "{url}");
-    response.text().await.unwrap()
 }
 
 #[tokio::test]

@@ -462,14 +462,7 @@ async fn asello_echo_and_probes() {
     // The worker counts the event once it is published.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = client
-            .get(format!("{worker}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = crate::support::scrape(&format!("{worker}/metrics")).await;
         let published = metric(
             &text,
             "hookline_worker_events_total",

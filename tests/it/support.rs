@@ -422,6 +422,15 @@ fn secret_of(provider: &str) -> &'static str {
     }
 }
 
+/// GETs `url` (a `/metrics` page), insisting on a 200, and returns the text.
+pub(crate) async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(response.status().as_u16(), 200, "{url}");
+    response.text().await.unwrap()
+}
+
 /// The sum of the samples of `name` whose labels include every `labels` pair (Prometheus
 /// text).
 pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
