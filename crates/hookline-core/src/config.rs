@@ -399,8 +399,22 @@ impl Config {
                 }],
             });
         }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                origin,
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// [`Config::load`] of a file holding `text` at `path`: the defaults, `text`, the process
+    /// environment, then validation. Tests and the fuzzer use it without touching the disk.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
         let figment = Figment::from(Serialized::defaults(Defaults::default()))
-            .merge(Toml::file_exact(path))
+            .merge(Toml::string(text))
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
         let raw: RawConfig = figment
             .extract()
@@ -1063,6 +1077,29 @@ mod tests {
             let err = load(jail, "").unwrap_err();
             assert!(err.to_string().contains(ENV_ORIGIN), "{err}");
             assert!(err.to_string().contains("worker.prefetch"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn from_toml_is_what_load_does_with_the_file() {
+        let text = "[worker]\nprefetch = 8\n[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = [\"k\"]";
+        Jail::expect_with(|jail| {
+            let from_file = load(jail, text).unwrap();
+            let from_text = Config::from_toml(text, Path::new("hookline.toml")).unwrap();
+            assert_eq!(format!("{from_file:?}"), format!("{from_text:?}"));
+            assert_eq!(
+                load(jail, "[worker]\nprefetch = 0").unwrap_err(),
+                Config::from_toml("[worker]\nprefetch = 0", Path::new("hookline.toml"))
+                    .unwrap_err()
+            );
+            jail.create_binary("binary.toml", b"[worker]\xff")?;
+            let err = Config::load(Path::new("binary.toml")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("binary.toml: cannot read the config file"),
+                "{err}"
+            );
             Ok(())
         });
     }
