@@ -214,6 +214,10 @@ fn decode_batch(body: &Bytes) -> Result<Vec<Entry>, FormatError> {
         return Err(bad("batch does not start with HLB\\x01"));
     }
     let count = reader.u32()?;
+    // Acking a message that carries nothing would hide whatever made it (found by fuzzing).
+    if count == 0 {
+        return Err(bad("batch holds no delivery"));
+    }
     // Each entry takes at least 4 bytes of framing, so a huge count cannot make us allocate.
     let mut entries = Vec::with_capacity(count.min(reader.0.len() / 4));
     for i in 0..count {
@@ -481,6 +485,14 @@ mod tests {
             ..Message::default()
         };
         assert!(decode(&message).is_err());
+
+        let mut empty = BATCH_MAGIC.to_vec();
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        let message = Message {
+            body: empty.into(),
+            ..message
+        };
+        assert_eq!(decode(&message).unwrap_err().0, "batch holds no delivery");
     }
 
     #[test]

@@ -41,6 +41,13 @@ const CASES: &[Case] = &[
         input: Input::File("wire_message-sub-millisecond-time"),
         expect: "accepted: 1 delivery, received 2026-05-01T12:00:00.123Z",
     },
+    // A batch of zero deliveries was accepted, so the worker would ack a message that
+    // carried nothing.
+    Case {
+        target: Target::WireMessage,
+        input: Input::File("wire_message-empty-batch"),
+        expect: "refused: batch holds no delivery",
+    },
     // Found while fixing the first: in UTC this is year 10000, and formatting it (for a
     // batch, the spool or the envelope) panicked in `time`.
     Case {
