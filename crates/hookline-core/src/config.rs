@@ -474,14 +474,38 @@ fn figment_problems(error: figment::Error, file: &str) -> ConfigError {
                 Some(m) if m.name.contains(ENV_PREFIX) => ENV_ORIGIN.to_owned(),
                 _ => file.to_owned(),
             };
+            // A secret written in the wrong shape (`secrets = "..."`) is still a secret.
+            let message = if e.path.iter().any(|key| key == "secrets") {
+                without_value(&e.kind)
+            } else {
+                e.kind.to_string()
+            };
             Problem {
                 origin,
                 key: e.path.join("."),
-                message: e.kind.to_string(),
+                message,
             }
         })
         .collect();
     ConfigError { problems }
+}
+
+/// What is wrong with a value, without the value (figment's own text repeats it).
+fn without_value(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    const NOT_SHOWN: &str = "the value is not shown: it may be a secret";
+    match kind {
+        Kind::InvalidType(_, expected) => {
+            format!("invalid type: expected {expected} ({NOT_SHOWN})")
+        }
+        Kind::InvalidValue(_, expected) => {
+            format!("invalid value: expected {expected} ({NOT_SHOWN})")
+        }
+        Kind::InvalidLength(..) | Kind::MissingField(_) | Kind::DuplicateField(_) => {
+            kind.to_string()
+        }
+        _ => format!("invalid value ({NOT_SHOWN})"),
+    }
 }
 
 fn validate(
@@ -1068,6 +1092,29 @@ mod tests {
             found.iter().all(|p| !p.contains("super-secret-value")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn secrets_in_the_wrong_shape_are_not_repeated() {
+        // Caught by the config_toml fuzz target's check on a hand-written input: figment's
+        // "found string \"...\"" quoted the secret.
+        for (value, expected) in [
+            (
+                r#""super-secret-value""#,
+                "hookline.toml: sources.0.secrets: invalid type: expected a sequence",
+            ),
+            (
+                "[98765432109876]",
+                "hookline.toml: sources.0.secrets.0: invalid type: expected a string",
+            ),
+        ] {
+            let found = problems(&format!(
+                "[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = {value}"
+            ));
+            let secret = value.trim_matches(['"', '[', ']']);
+            assert!(found.iter().all(|p| !p.contains(secret)), "{found:?}");
+            assert!(found.iter().any(|p| p.starts_with(expected)), "{found:?}");
+        }
     }
 
     #[test]

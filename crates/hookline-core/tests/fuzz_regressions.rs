@@ -6,6 +6,7 @@
 //! under the fuzzer too. The layout (header lines up to a NUL, then the body) is the one
 //! `fuzz/src/lib.rs` reads.
 
+use hookline_core::config::Config;
 use hookline_core::timestamp::{epoch_millis, format_timestamp, from_epoch_millis};
 use hookline_core::wire::{self, Entry, Message};
 use std::path::Path;
@@ -17,6 +18,8 @@ enum Target {
     WireMessage,
     /// `wire::decode_record` of a spool record.
     WireRecord,
+    /// `Config::from_toml` of a config file.
+    ConfigToml,
 }
 
 /// Where the input is, and what replaying it must now give.
@@ -68,6 +71,15 @@ const CASES: &[Case] = &[
         ),
         expect: "refused: receive time is not an RFC 3339 time in years 0000 to 9999",
     },
+    // The target's check caught this hand-written input (its 240 s run did not reach it):
+    // figment's type error quoted the value, here a secret written without its brackets.
+    Case {
+        target: Target::ConfigToml,
+        input: Input::Bytes(
+            b"[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = \"super-secret-value\"\n",
+        ),
+        expect: "refused: fuzz.toml: sources.0.secrets: invalid type: expected a sequence (the value is not shown: it may be a secret)",
+    },
 ];
 
 #[test]
@@ -84,6 +96,7 @@ fn fuzz_findings_stay_fixed() {
         let outcome = match case.target {
             Target::WireMessage => wire_message(&bytes),
             Target::WireRecord => wire_record(&bytes),
+            Target::ConfigToml => config_toml(&bytes),
         };
         assert_eq!(outcome, case.expect, "{name}");
     }
@@ -142,6 +155,18 @@ fn wire_record(data: &[u8]) -> String {
             accepted(&[entry])
         }
         Err(error) => format!("refused: {error}"),
+    }
+}
+
+/// `fuzz/src/config.rs`'s load, with its check that no problem repeats a secret.
+fn config_toml(data: &[u8]) -> String {
+    match Config::from_toml(&text(data), Path::new("fuzz.toml")) {
+        Ok(config) => format!("accepted: {} sources", config.sources.len()),
+        Err(error) => {
+            let shown = error.to_string();
+            assert!(!shown.contains("super-secret-value"), "{shown}");
+            format!("refused: {shown}")
+        }
     }
 }
 
