@@ -399,8 +399,22 @@ impl Config {
                 }],
             });
         }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![Problem {
+                origin,
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }],
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// [`Config::load`] of a file holding `text` at `path`: the defaults, `text`, the process
+    /// environment, then validation. Tests and the fuzzer use it without touching the disk.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
         let figment = Figment::from(Serialized::defaults(Defaults::default()))
-            .merge(Toml::file_exact(path))
+            .merge(Toml::string(text))
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
         let raw: RawConfig = figment
             .extract()
@@ -460,14 +474,38 @@ fn figment_problems(error: figment::Error, file: &str) -> ConfigError {
                 Some(m) if m.name.contains(ENV_PREFIX) => ENV_ORIGIN.to_owned(),
                 _ => file.to_owned(),
             };
+            // A secret written in the wrong shape (`secrets = "..."`) is still a secret.
+            let message = if e.path.iter().any(|key| key == "secrets") {
+                without_value(&e.kind)
+            } else {
+                e.kind.to_string()
+            };
             Problem {
                 origin,
                 key: e.path.join("."),
-                message: e.kind.to_string(),
+                message,
             }
         })
         .collect();
     ConfigError { problems }
+}
+
+/// What is wrong with a value, without the value (figment's own text repeats it).
+fn without_value(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    const NOT_SHOWN: &str = "the value is not shown: it may be a secret";
+    match kind {
+        Kind::InvalidType(_, expected) => {
+            format!("invalid type: expected {expected} ({NOT_SHOWN})")
+        }
+        Kind::InvalidValue(_, expected) => {
+            format!("invalid value: expected {expected} ({NOT_SHOWN})")
+        }
+        Kind::InvalidLength(..) | Kind::MissingField(_) | Kind::DuplicateField(_) => {
+            kind.to_string()
+        }
+        _ => format!("invalid value ({NOT_SHOWN})"),
+    }
 }
 
 fn validate(
@@ -1057,12 +1095,58 @@ mod tests {
     }
 
     #[test]
+    fn secrets_in_the_wrong_shape_are_not_repeated() {
+        // Caught by the config_toml fuzz target's check on a hand-written input: figment's
+        // "found string \"...\"" quoted the secret.
+        for (value, expected) in [
+            (
+                r#""super-secret-value""#,
+                "hookline.toml: sources.0.secrets: invalid type: expected a sequence",
+            ),
+            (
+                "[98765432109876]",
+                "hookline.toml: sources.0.secrets.0: invalid type: expected a string",
+            ),
+        ] {
+            let found = problems(&format!(
+                "[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = {value}"
+            ));
+            let secret = value.trim_matches(['"', '[', ']']);
+            assert!(found.iter().all(|p| !p.contains(secret)), "{found:?}");
+            assert!(found.iter().any(|p| p.starts_with(expected)), "{found:?}");
+        }
+    }
+
+    #[test]
     fn env_errors_name_the_environment() {
         Jail::expect_with(|jail| {
             jail.set_env("HOOKLINE__WORKER__PREFETCH", "lots");
             let err = load(jail, "").unwrap_err();
             assert!(err.to_string().contains(ENV_ORIGIN), "{err}");
             assert!(err.to_string().contains("worker.prefetch"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn from_toml_is_what_load_does_with_the_file() {
+        let text = "[worker]\nprefetch = 8\n[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = [\"k\"]";
+        Jail::expect_with(|jail| {
+            let from_file = load(jail, text).unwrap();
+            let from_text = Config::from_toml(text, Path::new("hookline.toml")).unwrap();
+            assert_eq!(format!("{from_file:?}"), format!("{from_text:?}"));
+            assert_eq!(
+                load(jail, "[worker]\nprefetch = 0").unwrap_err(),
+                Config::from_toml("[worker]\nprefetch = 0", Path::new("hookline.toml"))
+                    .unwrap_err()
+            );
+            jail.create_binary("binary.toml", b"[worker]\xff")?;
+            let err = Config::load(Path::new("binary.toml")).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("binary.toml: cannot read the config file"),
+                "{err}"
+            );
             Ok(())
         });
     }

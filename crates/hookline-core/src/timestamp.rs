@@ -19,6 +19,12 @@ pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
+/// Parses a receive time read back from a queue or spool: any RFC 3339 time, cut to whole
+/// milliseconds in UTC; `None` outside years 0..=9999, which [`format_timestamp`] cannot write.
+pub fn parse_received_at(text: &str) -> Option<OffsetDateTime> {
+    from_epoch_millis(epoch_millis(parse_timestamp(text)?))
+}
+
 /// Formats JavaScript epoch milliseconds; `None` when out of range.
 pub fn format_epoch_millis(millis: f64) -> Option<String> {
     from_epoch_millis_f64(millis).map(format_timestamp)
@@ -31,7 +37,8 @@ pub fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
 
 /// Unix milliseconds of `at` (what the raw-delivery format stores).
 pub fn epoch_millis(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    // Flooring, as the formatted text does, so a time before 1970 keeps the same millisecond.
+    i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// The time `millis` after the epoch; `None` outside years 0..=9999.
@@ -75,5 +82,29 @@ mod tests {
         assert_eq!(format_timestamp(offset), "2026-11-22T10:00:00.500Z");
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(from_epoch_millis(i64::MAX), None);
+    }
+
+    #[test]
+    fn received_times_are_whole_milliseconds_in_four_digit_years() {
+        let cut = |text| parse_received_at(text).map(format_timestamp);
+        assert_eq!(
+            cut("2026-05-01T12:00:00.123999999Z").as_deref(),
+            Some("2026-05-01T12:00:00.123Z")
+        );
+        assert_eq!(
+            cut("2026-05-01T14:00:00.5+02:00").as_deref(),
+            Some("2026-05-01T12:00:00.500Z")
+        );
+        let before_1970 = parse_received_at("1969-12-31T23:59:59.9999Z").unwrap();
+        assert_eq!(format_timestamp(before_1970), "1969-12-31T23:59:59.999Z");
+        assert_eq!(epoch_millis(before_1970), -1);
+        // In UTC these fall in years 10000 and -1, which would not format.
+        assert_eq!(cut("9999-12-31T23:59:59.999-23:59"), None);
+        assert_eq!(cut("0000-01-01T00:00:00+00:01"), None);
+        assert_eq!(
+            cut("0000-01-01T00:00:00Z").as_deref(),
+            Some("0000-01-01T00:00:00.000Z")
+        );
+        assert_eq!(cut("yesterday"), None);
     }
 }

@@ -17,7 +17,7 @@
 //! records (text fields with `u32` lengths) are still read.
 
 use crate::delivery::{DeliveryMeta, VerifiedDelivery};
-use crate::timestamp::{epoch_millis, format_timestamp, from_epoch_millis, parse_timestamp};
+use crate::timestamp::{epoch_millis, format_timestamp, from_epoch_millis, parse_received_at};
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -167,9 +167,10 @@ pub fn decode(message: &Message) -> Result<Vec<Entry>, FormatError> {
         })?,
         source: header(SOURCE)?.to_owned(),
         provider: header(PROVIDER)?.to_owned(),
-        received_at: parse_timestamp(received_at).ok_or_else(|| {
+        // Every copy of a delivery keeps whole milliseconds (spool, batches, envelope).
+        received_at: parse_received_at(received_at).ok_or_else(|| {
             bad(format!(
-                "header `{RECEIVED_AT}` {:?} is not an RFC 3339 time",
+                "header `{RECEIVED_AT}` {:?} is not an RFC 3339 time in years 0000 to 9999",
                 cut(received_at)
             ))
         })?,
@@ -213,6 +214,10 @@ fn decode_batch(body: &Bytes) -> Result<Vec<Entry>, FormatError> {
         return Err(bad("batch does not start with HLB\\x01"));
     }
     let count = reader.u32()?;
+    // Acking a message that carries nothing would hide whatever made it (found by fuzzing).
+    if count == 0 {
+        return Err(bad("batch holds no delivery"));
+    }
     // Each entry takes at least 4 bytes of framing, so a huge count cannot make us allocate.
     let mut entries = Vec::with_capacity(count.min(reader.0.len() / 4));
     for i in 0..count {
@@ -304,8 +309,9 @@ fn decode_record_v1(bytes: &[u8]) -> Result<Entry, FormatError> {
             delivery_id: Uuid::parse_str(&id).map_err(|_| bad("delivery id is not a uuid"))?,
             source,
             provider,
-            received_at: parse_timestamp(&received_at)
-                .ok_or(bad("receive time is not an RFC 3339 time"))?,
+            received_at: parse_received_at(&received_at).ok_or(bad(
+                "receive time is not an RFC 3339 time in years 0000 to 9999",
+            ))?,
             headers: Vec::new(),
         },
         body: Bytes::copy_from_slice(reader.0),
@@ -479,6 +485,48 @@ mod tests {
             ..Message::default()
         };
         assert!(decode(&message).is_err());
+
+        let mut empty = BATCH_MAGIC.to_vec();
+        empty.extend_from_slice(&0u32.to_le_bytes());
+        let message = Message {
+            body: empty.into(),
+            ..message
+        };
+        assert_eq!(decode(&message).unwrap_err().0, "batch holds no delivery");
+    }
+
+    #[test]
+    fn receive_times_read_back_are_whole_milliseconds_in_four_digit_years() {
+        let d = delivery(1, &[]);
+        let mut message = single(d.meta(), d.body());
+        // Found by fuzzing: a finer time read back was not what a batch or the spool keeps.
+        message.headers[2].1 = "2025-11-24T16:00:00.124999999Z".into();
+        assert_eq!(decode(&message).unwrap(), vec![entry(&d)]);
+        // In UTC this is in year 10000, which formatting the envelope's time would panic on.
+        message.headers[2].1 = "9999-12-31T23:59:59.999-23:59".into();
+        assert!(
+            decode(&message)
+                .unwrap_err()
+                .0
+                .contains("years 0000 to 9999")
+        );
+
+        let mut v1 = vec![RECORD_V1];
+        for field in [
+            "0192f0c4-0000-7000-8000-000000000001",
+            "s",
+            "aisle",
+            "9999-12-31T23:00:00-01:00",
+        ] {
+            v1.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            v1.extend_from_slice(field.as_bytes());
+        }
+        assert!(
+            decode_record(&v1)
+                .unwrap_err()
+                .0
+                .contains("years 0000 to 9999")
+        );
     }
 
     #[test]
