@@ -11,6 +11,12 @@ use tracing_subscriber::EnvFilter;
 /// operator reads ERROR as "look at this now".
 const DEFAULT_FILTER: &str = "info,lapin=off";
 
+/// Added to any filter that does not name it: lapin warns about every message the broker
+/// returns, but hookline asks for returns on purpose (the ingress's `mandatory` publishes,
+/// the worker's observer probe each second) and handles each one, so with `RUST_LOG=info`
+/// these lines would be one false alarm a second.
+const QUIET_RETURNS: &str = "lapin::returned_messages=off";
+
 fn json() -> bool {
     std::env::var("HOOKLINE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
 }
@@ -27,8 +33,14 @@ pub(crate) enum Sink {
 
 /// Installs the global subscriber.
 pub(crate) fn init(sink: Sink) {
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = if spec.contains("returned_messages") {
+        filter
+    } else {
+        filter.add_directive(QUIET_RETURNS.parse().expect("a valid directive"))
+    };
     let terminal = match sink {
         Sink::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
         Sink::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),

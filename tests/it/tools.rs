@@ -441,7 +441,8 @@ async fn settles_at(broker: &Broker, queue: &str, count: u32) {
 /// bound without the presence key sees copies exactly while a tail runs.
 #[tokio::test]
 async fn events_are_copied_to_observers_only_while_a_tail_runs() {
-    let (config, _hookline, base) = start("run").await;
+    // `start` runs hookline with RUST_LOG=info, which shows lapin's lines.
+    let (config, hookline, base) = start("run").await;
     let broker = Broker::connect(&config.prefix).await;
     let unrouted = format!("{}.unrouted", config.prefix);
     let spy = format!("{}.spy", config.prefix);
@@ -458,14 +459,18 @@ async fn events_are_copied_to_observers_only_while_a_tail_runs() {
         .await
         .unwrap();
     let observe = format!("{}.observe", config.prefix);
-    let bind = || {
-        channel.queue_bind(
-            spy.as_str().into(),
-            observe.as_str().into(),
-            "aisle.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    // A bind to an exchange that does not exist yet closes its channel: a fresh one each try.
+    let bind = || async {
+        let channel = broker.connection.create_channel().await.unwrap();
+        channel
+            .queue_bind(
+                spy.as_str().into(),
+                observe.as_str().into(),
+                "aisle.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
     };
     // The worker declares the exchange; it may not have yet.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -491,5 +496,12 @@ async fn events_are_copied_to_observers_only_while_a_tail_runs() {
     send_aisle(&config, &base, "unobserved-2");
     settles_at(&broker, &unrouted, 3).await;
     assert_eq!(broker.depth(&spy).await, 1, "copied after the tail left");
+    // Every probe that found nobody came back as a return: none of them is a log line.
+    let returns: Vec<String> = hookline
+        .all_lines()
+        .into_iter()
+        .filter(|line| line.contains("returned us a message"))
+        .collect();
+    assert!(returns.is_empty(), "{returns:#?}");
     broker.cleanup(&[&spy]).await;
 }

@@ -447,7 +447,11 @@ async fn run_all(
     let ingress_rate = report.ingress.as_ref().map(|i| i.load.ok_per_sec());
     // Every event costs at least one persistent publish, so offering the pipeline more than
     // the ceiling only measures the client's queue; burst is the mode that overdrives it.
-    let ceiling_rate = report.ceiling.as_ref().map(|c| c.msgs_per_sec).filter(|r| *r > 0.0);
+    let ceiling_rate = report
+        .ceiling
+        .as_ref()
+        .map(|c| c.msgs_per_sec)
+        .filter(|r| *r > 0.0);
     let rate = rates
         .e2e
         .or(ingress_rate.filter(|r| *r > 0.0).map(|r| {

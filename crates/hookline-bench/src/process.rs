@@ -333,7 +333,9 @@ impl Hookline {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             self.ensure_running()?;
-            if self.proc(role)?.log_tail(200).contains(needle) {
+            // The whole log: a worker with a full queue writes hundreds of lines in the
+            // first poll interval, pushing the needle out of any tail.
+            if self.proc(role)?.logged(needle) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -381,6 +383,11 @@ impl Proc {
     /// The file its standard output and error go to.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// Whether its log holds `needle` anywhere.
+    fn logged(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|text| text.contains(needle))
     }
 
     /// The last `lines` lines of its log.
