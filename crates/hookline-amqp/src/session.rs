@@ -1,5 +1,10 @@
 //! One live connection with a small pool of confirm-mode channels; many publishes are in
 //! flight on each channel at once, so no caller waits behind another's confirm.
+//!
+//! Mandatory publishes are the exception: each goes out alone on a channel of its own
+//! until its confirm arrives. lapin (4.12) attaches a returned message to one of the
+//! confirms that the same multiple-ack completes, picked from a `HashMap`, so on a shared
+//! channel an unroutable message could be reported stored and a stored one returned.
 
 use crate::error::PublishError;
 use crate::topology::{Topology, TopologyError};
@@ -28,6 +33,8 @@ pub struct Session {
 struct Inner {
     connection: Connection,
     channels: Vec<Channel>,
+    /// Idle confirm channels for mandatory publishes, one publish at a time on each.
+    alone: std::sync::Mutex<Vec<Channel>>,
     /// A channel without confirms, for best-effort copies nobody waits for.
     unconfirmed: Channel,
     next: AtomicUsize,
@@ -59,6 +66,7 @@ impl Session {
             inner: Arc::new(Inner {
                 connection,
                 channels,
+                alone: std::sync::Mutex::new(Vec::new()),
                 unconfirmed,
                 next: AtomicUsize::new(0),
             }),
@@ -100,7 +108,9 @@ impl Session {
     }
 
     /// Sends on channel `lane` (modulo the pool) without waiting for the confirm; messages
-    /// sent on one lane one after another keep their order.
+    /// sent on one lane one after another keep their order. A `mandatory` message ignores
+    /// `lane`: it goes out alone on a channel that carries nothing else until its confirm,
+    /// so a return is always reported on the message it belongs to.
     pub async fn send(
         &self,
         lane: usize,
@@ -114,7 +124,15 @@ impl Session {
             mandatory,
             ..BasicPublishOptions::default()
         };
-        let confirm = self.inner.channels[lane % self.inner.channels.len()]
+        let alone = if mandatory {
+            Some(self.alone_channel().await?)
+        } else {
+            None
+        };
+        let channel = alone
+            .as_ref()
+            .unwrap_or(&self.inner.channels[lane % self.inner.channels.len()]);
+        let confirm = channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -124,7 +142,34 @@ impl Session {
                 properties.with_delivery_mode(PERSISTENT),
             )
             .await?;
-        Ok(Pending(confirm))
+        Ok(Pending {
+            confirm,
+            alone: alone.map(|channel| (self.clone(), channel)),
+        })
+    }
+
+    /// An idle channel for one mandatory publish, or a new one.
+    async fn alone_channel(&self) -> Result<Channel, PublishError> {
+        let idle = self.inner.alone.lock().expect("channel list lock").pop();
+        if let Some(channel) = idle {
+            return Ok(channel);
+        }
+        let channel = self.inner.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    }
+
+    /// Takes back a channel whose one publish is confirmed.
+    fn give_back(&self, channel: Channel) {
+        if channel.status().connected() {
+            self.inner
+                .alone
+                .lock()
+                .expect("channel list lock")
+                .push(channel);
+        }
     }
 
     /// Publishes a transient copy nobody waits for (no confirm, no persistence): what
@@ -161,12 +206,23 @@ impl Session {
 }
 
 /// A sent message whose confirm has not arrived yet.
-pub struct Pending(PublisherConfirm);
+pub struct Pending {
+    confirm: PublisherConfirm,
+    /// A mandatory message's own channel, reused once the confirm is in (a `Pending`
+    /// dropped before that takes its channel with it: a late return must not reach the
+    /// next message on it).
+    alone: Option<(Session, Channel)>,
+}
 
 impl Pending {
     /// Waits for the broker's confirm; see [`Session::publish`] for what counts as stored.
     pub async fn confirmed(self) -> Result<(), PublishError> {
-        match self.0.await? {
+        let Pending { confirm, alone } = self;
+        let outcome = confirm.await;
+        if let (Ok(_), Some((session, channel))) = (&outcome, alone) {
+            session.give_back(channel);
+        }
+        match outcome? {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => {
                 Err(PublishError::Returned(returned.reply_text.to_string()))

@@ -79,7 +79,6 @@ async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(SLOTS));
     let mut carry: Option<Item> = None;
-    let mut lane = 0usize;
     loop {
         let first = match carry.take() {
             Some(item) => item,
@@ -112,10 +111,10 @@ async fn run(
             let deliveries: Vec<&VerifiedDelivery> = items.iter().map(|i| &i.delivery).collect();
             wire::batch(&deliveries)
         };
-        lane = lane.wrapping_add(1);
         let started = Instant::now();
         let sent = session
-            .send(lane, "", &queue, &message.body, properties(&message), true)
+            // Mandatory, so on a channel of its own until the confirm (`Session::send`).
+            .send(0, "", &queue, &message.body, properties(&message), true)
             .await;
         metrics::histogram!("hookline_ingress_batch_deliveries").record(count as f64);
         match sent {

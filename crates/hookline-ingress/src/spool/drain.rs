@@ -147,7 +147,8 @@ pub(crate) async fn drain_round(target: &Target<'_>) -> Result<Round, DrainError
         let deliveries: Vec<_> = chunk.iter().map(|(_, d)| d).collect();
         let message = wire::batch(&deliveries);
         let seqs: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
-        // One lane keeps the queue in spool order (oldest first).
+        // Mandatory: each batch goes out alone on a channel (see `Session::send`), sent
+        // oldest first, so the queue gets them in about spool order.
         let sent = session
             .send(
                 0,
