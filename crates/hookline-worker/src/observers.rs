@@ -4,17 +4,9 @@
 //! broker returns as unroutable means nobody listens. Copies cost the broker about a quarter
 //! of the worker's throughput (measured: 3,899 against 5,085 events/s), which nobody should
 //! pay while no tail runs.
-//!
-//! The probe has a channel of its own, with one publish in flight: lapin hands a returned
-//! message to any one of the confirms a multiple-ack completes (its pending confirms are a
-//! `HashMap`), so a probe returned beside event publishes could make an event look
-//! unroutable, and the worker would publish it again (measured: one duplicate event in
-//! 200,000 when probes shared the events' channels).
 
 use hookline_amqp::lapin::BasicProperties;
-use hookline_amqp::lapin::Confirmation;
-use hookline_amqp::lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use hookline_amqp::{PRESENCE_KEY, Session, Topology};
+use hookline_amqp::{PRESENCE_KEY, PublishError, Session, Topology};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -38,16 +30,6 @@ impl Observers {
 
     /// Probes on `session` until `stop`, now and then every [`PROBE_EVERY`].
     pub(crate) async fn watch(self, session: Session, topology: Topology, stop: CancellationToken) {
-        let channel = match session.create_channel().await {
-            Ok(channel) => channel,
-            Err(error) => return debug!(%error, "Cannot open the observer probe's channel."),
-        };
-        if let Err(error) = channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-        {
-            return debug!(%error, "Cannot open the observer probe's channel.");
-        }
         let exchange = topology.observe_exchange();
         let mut ticks = tokio::time::interval(PROBE_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -59,29 +41,16 @@ impl Observers {
             let probe = BasicProperties::default()
                 .with_type("hookline.presence".into())
                 .with_expiration("0".into());
-            let options = BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            };
-            let sent = channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    PRESENCE_KEY.into(),
-                    options,
-                    b"",
-                    probe,
-                )
-                .await;
-            let confirm = match sent {
-                Ok(confirm) => confirm.await,
-                Err(error) => Err(error),
-            };
-            match confirm {
-                Ok(Confirmation::Ack(None)) => self.present.store(true, Ordering::Relaxed),
-                Ok(Confirmation::Ack(Some(_))) => self.present.store(false, Ordering::Relaxed),
-                Ok(other) => debug!(?other, "The observer probe was not acked."),
+            // Mandatory, so alone on its channel: a return is never pinned on an event's
+            // confirm (`Session::send`).
+            match session
+                .publish(&exchange, PRESENCE_KEY, b"", probe, true)
+                .await
+            {
+                Ok(()) => self.present.store(true, Ordering::Relaxed),
+                Err(PublishError::Returned(_)) => self.present.store(false, Ordering::Relaxed),
                 // The session is failing; its consumer notices and reconnects.
-                Err(error) => return debug!(%error, "Cannot probe for observers."),
+                Err(error) => debug!(%error, "Cannot probe for observers."),
             }
         }
     }
