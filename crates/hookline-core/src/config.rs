@@ -478,7 +478,7 @@ fn figment_problems(error: figment::Error, file: &str) -> ConfigError {
             let message = if e.path.iter().any(|key| key == "secrets") {
                 without_value(&e.kind)
             } else {
-                e.kind.to_string()
+                without_snippet(&e.kind.to_string())
             };
             Problem {
                 origin,
@@ -488,6 +488,22 @@ fn figment_problems(error: figment::Error, file: &str) -> ConfigError {
         })
         .collect();
     ConfigError { problems }
+}
+
+/// A TOML syntax error without the toml crate's quote of the line (`3 | secrets = [...`):
+/// the line may hold a secret, and "line 3, column 11" finds it as well.
+fn without_snippet(message: &str) -> String {
+    let quoted = |line: &str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|line| !quoted(line))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// What is wrong with a value, without the value (figment's own text repeats it).
@@ -1126,6 +1142,17 @@ mod tests {
             assert!(err.to_string().contains("worker.prefetch"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_syntax_error_names_line_and_column_but_never_quotes_the_line() {
+        let text =
+            "[[sources]]\nname = \"a\"\nprovider = \"aisle\"\nsecrets = [\"topsecret-value\n";
+        let err = Config::from_toml(text, Path::new("hookline.toml")).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("topsecret"), "{shown}");
+        assert!(shown.contains("line 4, column 28"), "{shown}");
+        assert!(shown.contains("invalid basic string"), "{shown}");
     }
 
     #[test]
