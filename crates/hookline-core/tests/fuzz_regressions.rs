@@ -4,7 +4,14 @@
 //! Each input is kept byte for byte as libFuzzer wrote it, in `tests/fuzz_regressions/`,
 //! named `<target>-<what it found>`; `cargo +nightly fuzz run <target> <file>` replays one
 //! under the fuzzer too. The layout (header lines up to a NUL, then the body) is the one
-//! `fuzz/src/lib.rs` reads.
+//! `fuzz/src/split.rs` reads.
+
+/// The fuzz targets' own input layout (`fuzz/src/split.rs`), so a crash file means here
+/// what it meant to the fuzzer.
+#[path = "../../../fuzz/src/split.rs"]
+#[allow(unreachable_pub)]
+mod split;
+use split::split;
 
 use hookline_core::config::Config;
 use hookline_core::timestamp::{epoch_millis, format_timestamp, from_epoch_millis};
@@ -189,29 +196,6 @@ fn accepted(entries: &[Entry]) -> String {
         entries.len(),
         times.join(", ")
     )
-}
-
-/// A header line: name and value.
-type Line<'a> = (&'a [u8], &'a [u8]);
-
-/// `fuzz/src/lib.rs`'s `split`: header lines up to the first NUL, then the body.
-fn split(data: &[u8]) -> (Vec<Line<'_>>, &[u8]) {
-    let (head, body) = match data.iter().position(|&b| b == 0) {
-        Some(at) => (&data[..at], &data[at + 1..]),
-        None => (data, &[][..]),
-    };
-    let lines = head
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| match line.iter().position(|&b| b == b':') {
-            Some(at) => {
-                let value = &line[at + 1..];
-                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &[][..]),
-        })
-        .collect();
-    (lines, body)
 }
 
 fn text(bytes: &[u8]) -> String {
