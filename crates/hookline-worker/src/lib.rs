@@ -126,6 +126,7 @@ pub async fn run(
             max_attempts: config.worker.max_attempts,
             history: history.clone(),
             observers,
+            prefetch: usize::from(config.worker.prefetch),
         });
         let stopped = consume(ctx, config.worker.prefetch, &shutdown).await;
         probing.cancel();

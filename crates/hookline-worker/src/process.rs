@@ -53,6 +53,8 @@ pub(crate) struct Context {
     pub(crate) history: Option<History>,
     /// Whether events are copied to `<prefix>.observe`.
     pub(crate) observers: Observers,
+    /// `worker.prefetch`: also the most deliveries of one message handled at once.
+    pub(crate) prefetch: usize,
 }
 
 /// Why processing a delivery failed.
@@ -131,7 +133,12 @@ pub(crate) async fn process(
             return;
         }
     };
-    let results = handle(ctx, &entries).await;
+    // A batch larger than the prefetch goes in parts of at most `prefetch` deliveries, so
+    // the deliveries published but not yet recorded (the duplicate window) never exceed it.
+    let mut results = Vec::with_capacity(entries.len());
+    for part in entries.chunks(ctx.prefetch.max(1)) {
+        results.extend(handle(ctx, part).await);
+    }
     let single = delivery
         .properties
         .content_type()
