@@ -100,17 +100,19 @@ impl Session {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.channels.len();
-        self.send(index, exchange, routing_key, body, properties, mandatory)
-            .await?
-            .confirmed()
-            .await
+        let sent = if mandatory {
+            self.send_mandatory(exchange, routing_key, body, properties)
+                .await
+        } else {
+            let lane = self.inner.next.fetch_add(1, Ordering::Relaxed);
+            self.send(lane, exchange, routing_key, body, properties)
+                .await
+        };
+        sent?.confirmed().await
     }
 
     /// Sends on channel `lane` (modulo the pool) without waiting for the confirm; messages
-    /// sent on one lane one after another keep their order. A `mandatory` message ignores
-    /// `lane`: it goes out alone on a channel that carries nothing else until its confirm,
-    /// so a return is always reported on the message it belongs to.
+    /// sent on one lane one after another keep their order.
     pub async fn send(
         &self,
         lane: usize,
@@ -118,33 +120,32 @@ impl Session {
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-        mandatory: bool,
     ) -> Result<Pending, PublishError> {
-        let options = BasicPublishOptions {
-            mandatory,
-            ..BasicPublishOptions::default()
-        };
-        let alone = if mandatory {
-            Some(self.alone_channel().await?)
-        } else {
-            None
-        };
-        let channel = alone
-            .as_ref()
-            .unwrap_or(&self.inner.channels[lane % self.inner.channels.len()]);
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                body,
-                // Every hookline message must survive a broker restart.
-                properties.with_delivery_mode(PERSISTENT),
-            )
-            .await?;
+        let channel = &self.inner.channels[lane % self.inner.channels.len()];
+        let confirm =
+            publish_persistent(channel, exchange, routing_key, body, properties, false).await?;
         Ok(Pending {
             confirm,
-            alone: alone.map(|channel| (self.clone(), channel)),
+            alone: None,
+        })
+    }
+
+    /// Sends a `mandatory` message without waiting for the confirm, alone on a channel
+    /// that carries nothing else until its confirm, so a return is always reported on the
+    /// message it belongs to.
+    pub async fn send_mandatory(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Pending, PublishError> {
+        let channel = self.alone_channel().await?;
+        let confirm =
+            publish_persistent(&channel, exchange, routing_key, body, properties, true).await?;
+        Ok(Pending {
+            confirm,
+            alone: Some((self.clone(), channel)),
         })
     }
 
@@ -203,6 +204,31 @@ impl Session {
         )
         .await;
     }
+}
+
+/// Publishes on `channel`; every hookline message must survive a broker restart.
+async fn publish_persistent(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<PublisherConfirm, PublishError> {
+    let options = BasicPublishOptions {
+        mandatory,
+        ..BasicPublishOptions::default()
+    };
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties.with_delivery_mode(PERSISTENT),
+        )
+        .await?;
+    Ok(confirm)
 }
 
 /// A sent message whose confirm has not arrived yet.

@@ -46,7 +46,7 @@ async fn each_mandatory_publish_learns_its_own_return() {
             routed += u32::from(!unroutable);
             let to = if unroutable { &missing } else { &stored };
             let sent = session
-                .send(i, "", to, b"{}", BasicProperties::default(), true)
+                .send_mandatory("", to, b"{}", BasicProperties::default())
                 .await
                 .expect("sent");
             pending.push((round * 100 + i, unroutable, sent));

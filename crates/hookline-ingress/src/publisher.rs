@@ -113,8 +113,7 @@ async fn run(
         };
         let started = Instant::now();
         let sent = session
-            // Mandatory, so on a channel of its own until the confirm (`Session::send`).
-            .send(0, "", &queue, &message.body, properties(&message), true)
+            .send_mandatory("", &queue, &message.body, properties(&message))
             .await;
         metrics::histogram!("hookline_ingress_batch_deliveries").record(count as f64);
         match sent {

@@ -42,7 +42,7 @@ impl Observers {
                 .with_type("hookline.presence".into())
                 .with_expiration("0".into());
             // Mandatory, so alone on its channel: a return is never pinned on an event's
-            // confirm (`Session::send`).
+            // confirm (`Session::send_mandatory`).
             match session
                 .publish(&exchange, PRESENCE_KEY, b"", probe, true)
                 .await

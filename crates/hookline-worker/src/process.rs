@@ -267,24 +267,16 @@ async fn handle(ctx: &Context, entries: &[Entry]) -> Vec<Result<(), ProcessError
     if events.is_empty() {
         return results;
     }
-    let fail_all = |results: &mut Vec<Result<(), ProcessError>>,
-                    owners: &mut dyn Iterator<Item = usize>,
-                    error: ProcessError| {
-        let shared = Arc::new(error);
-        for owner in owners {
-            if results[owner].is_ok() {
-                results[owner] = Err(ProcessError::Shared(shared.clone()));
-            }
-        }
-    };
-
     let ids: Vec<String> = events.iter().map(|(_, e)| e.id.clone()).collect();
     let _held = ctx.claims.claim(ids.clone()).await;
     let known = match ctx.store.known(ids).await {
         Ok(known) => known,
         Err(error) => {
-            let mut owners = events.iter().map(|(owner, _)| *owner);
-            fail_all(&mut results, &mut owners, error.into());
+            fail_all(
+                &mut results,
+                events.iter().map(|(owner, _)| *owner),
+                error.into(),
+            );
             return results;
         }
     };
@@ -313,7 +305,6 @@ async fn handle(ctx: &Context, entries: &[Entry]) -> Vec<Result<(), ProcessError
                 &envelope.routing_key(),
                 body,
                 properties(envelope),
-                false,
             )
             .await;
         pending.push(sent);
@@ -343,16 +334,19 @@ async fn handle(ctx: &Context, entries: &[Entry]) -> Vec<Result<(), ProcessError
     let ids: Vec<String> = published.iter().map(|(_, e, _)| e.id.clone()).collect();
     // With failover, the shared history first: a replica taking over must know these ids
     // even if this one dies before its own store has them.
-    let recorded = match &ctx.history {
-        Some(history) => match history.append(ids.clone()).await {
-            Ok(()) => ctx.recorder.record(ids).await.map_err(ProcessError::from),
-            Err(error) => Err(error.into()),
-        },
-        None => ctx.recorder.record(ids).await.map_err(ProcessError::from),
+    let recorded = async {
+        if let Some(history) = &ctx.history {
+            history.append(ids.clone()).await?;
+        }
+        ctx.recorder.record(ids).await?;
+        Ok::<(), ProcessError>(())
     };
-    if let Err(error) = recorded {
-        let mut owners = published.iter().map(|(owner, _, _)| *owner);
-        fail_all(&mut results, &mut owners, error);
+    if let Err(error) = recorded.await {
+        fail_all(
+            &mut results,
+            published.iter().map(|(owner, _, _)| *owner),
+            error,
+        );
         return results;
     }
     let observe = ctx
@@ -372,6 +366,20 @@ async fn handle(ctx: &Context, entries: &[Entry]) -> Vec<Result<(), ProcessError
         }
     }
     results
+}
+
+/// Fails, with one shared `error`, each of `owners` that has not failed on its own already.
+fn fail_all(
+    results: &mut [Result<(), ProcessError>],
+    owners: impl IntoIterator<Item = usize>,
+    error: ProcessError,
+) {
+    let shared = Arc::new(error);
+    for owner in owners {
+        if results[owner].is_ok() {
+            results[owner] = Err(ProcessError::Shared(shared.clone()));
+        }
+    }
 }
 
 /// One channel for all of a delivery's events keeps a delivery's events in their order.

@@ -147,17 +147,10 @@ pub(crate) async fn drain_round(target: &Target<'_>) -> Result<Round, DrainError
         let deliveries: Vec<_> = chunk.iter().map(|(_, d)| d).collect();
         let message = wire::batch(&deliveries);
         let seqs: Vec<u64> = chunk.iter().map(|(seq, _)| *seq).collect();
-        // Mandatory: each batch goes out alone on a channel (see `Session::send`), sent
-        // oldest first, so the queue gets them in about spool order.
+        // Each batch goes out alone on a channel (`Session::send_mandatory`), sent oldest
+        // first, so the queue gets them in about spool order.
         let sent = session
-            .send(
-                0,
-                "",
-                target.queue,
-                &message.body,
-                properties(&message),
-                true,
-            )
+            .send_mandatory("", target.queue, &message.body, properties(&message))
             .await;
         match sent {
             Ok(confirm) => pending.push((seqs, confirm)),
